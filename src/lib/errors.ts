@@ -1,0 +1,49 @@
+// One error class for the whole project. The `code` is the stable contract (callers, the API and the
+// README's error table key on it); the message is for humans and may change.
+
+/** Every stable error code, with the HTTP status the API maps it to and a one-line meaning (README table). */
+export const ERROR_CODES = {
+  CONFIG_INVALID: { status: 400, meaning: 'the configuration does not match the schema; the message names the key path and the reason' },
+  CONFIG_UNREADABLE: { status: 400, meaning: 'the configuration file cannot be read or is not valid YAML' },
+  CLI_USAGE: { status: 400, meaning: 'unknown command, flag or missing argument on the command line' },
+  STATE_DIR_UNUSABLE: { status: 500, meaning: 'the state directory cannot be created, read or written' },
+  STATE_DIR_LOCKED: { status: 409, meaning: 'another metalbox process holds the state directory' },
+  STORE_CORRUPT: { status: 500, meaning: 'the LevelDB store cannot be opened because its files are damaged' },
+  STORE_TOO_NEW: { status: 500, meaning: 'the store was written by a newer metalbox whose schema this one does not know' },
+  STORE_CONFLICT: { status: 409, meaning: 'a write would break a unique index (for example two machines with one MAC)' },
+  STORE_CLOSED: { status: 503, meaning: 'the store is closed or closing' },
+  STORE_WRITE_FAILED: { status: 503, meaning: 'the store could not make a write durable (disk full, I/O error); nothing was acknowledged' },
+  BACKUP_INVALID: { status: 400, meaning: 'a backup file is truncated, corrupt or not a metalbox backup' },
+  RESTORE_TARGET_NOT_EMPTY: { status: 409, meaning: 'restore only loads into an empty state directory' },
+  ADDON_LOAD_FAILED: { status: 500, meaning: 'a native addon embedded in the binary could not be written or loaded' },
+  SERVICE_START_FAILED: { status: 500, meaning: 'a service could not start (for example its port is taken)' },
+  CONTROL_UNAVAILABLE: { status: 503, meaning: 'the running metalbox did not answer on its control socket' },
+  VALIDATION_FAILED: { status: 400, meaning: 'an API request does not match the route schema' },
+  NOT_FOUND: { status: 404, meaning: 'no such route or record' },
+  INTERNAL: { status: 500, meaning: 'an unexpected failure; the log has the details' },
+} as const satisfies Record<string, { status: number; meaning: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class MetalboxError extends Error {
+  readonly code: ErrorCode;
+  /** Structured facts that explain the error (key path, file, pid); never secrets. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MetalboxError';
+    this.code = code;
+    this.details = options?.details;
+  }
+}
+
+export function isMetalboxError(err: unknown, code?: ErrorCode): err is MetalboxError {
+  return err instanceof MetalboxError && (code === undefined || err.code === code);
+}
+
+/** The `code` property of an error from Node or a library (ENOENT, LEVEL_LOCKED, ...), if any. */
+export function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}

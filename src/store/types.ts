@@ -1,0 +1,128 @@
+// The store's contract. `core`, `services` and `api` see only these interfaces; `main` picks the
+// implementation (LevelDB in production, memory in unit tests). One contract suite
+// (test/unit/store-contract.test.ts) runs against every implementation.
+//
+// Rules (after abstract-level): a missing record is `undefined`, never an error; error `code`s are the
+// contract; every acknowledged write (a resolved `write()`/`put()`/`del()`) is durable on disk.
+
+/** A machine known to metalbox. Later issues (lifecycle, API) add fields; bump SCHEMA_VERSIONS then. */
+export interface MachineRecord {
+  id: string;
+  hostname: string;
+  /** SMBIOS system UUID, lower case, when known. */
+  uuid?: string;
+  /** Boot/provisioning MACs, lower case colon form. */
+  macs: string[];
+  state: string;
+  tags: string[];
+  createdAt: string;
+  updatedAt: string;
+  [extra: string]: unknown;
+}
+
+export interface InterfaceRecord { id: string; machineId: string; mac: string; name?: string; [extra: string]: unknown }
+
+export interface LeaseRecord {
+  /** The leased IPv4 address, dotted quad. Also the key. */
+  ip: string;
+  mac: string;
+  subnet: string;
+  /** ISO time the lease ends. */
+  expiresAt: string;
+  hostname?: string;
+  clientId?: string;
+  state: 'offered' | 'bound' | 'released' | 'declined';
+  [extra: string]: unknown;
+}
+
+export interface BmcRecord { id: string; driver: string; address: string; [extra: string]: unknown }
+export interface ImageRecord { id: string; name: string; sha256?: string; size?: number; [extra: string]: unknown }
+export interface DnsRecordRecord { id: string; name: string; type: string; value: string; ttl?: number; [extra: string]: unknown }
+export interface EventRecord {
+  /** Time-ordered key (see `eventKey`). */
+  id: string;
+  at: string;
+  type: string;
+  actor: string;
+  subject?: string;
+  data?: Record<string, unknown>;
+}
+export interface UserRecord { id: string; username: string; role: string; passwordHash: string; [extra: string]: unknown }
+export interface TokenRecord { id: string; userId: string; hash: string; expiresAt?: string; [extra: string]: unknown }
+/** Settings are free-form JSON values under a dotted key. */
+export type SettingValue = string | number | boolean | null | SettingValue[] | { [k: string]: SettingValue };
+
+export interface Records {
+  machines: MachineRecord;
+  interfaces: InterfaceRecord;
+  leases: LeaseRecord;
+  bmcs: BmcRecord;
+  images: ImageRecord;
+  dnsRecords: DnsRecordRecord;
+  events: EventRecord;
+  users: UserRecord;
+  tokens: TokenRecord;
+  settings: SettingValue;
+}
+export type CollectionName = keyof Records;
+
+/** Secondary indexes kept in the same atomic batch as the record. */
+export interface Indexes {
+  machines: 'mac' | 'uuid' | 'hostname';
+  leases: 'mac';
+}
+export type IndexName<C extends CollectionName> = C extends keyof Indexes ? Indexes[C] : never;
+
+export type WriteOp =
+  { [C in CollectionName]: { type: 'put'; collection: C; key: string; value: Records[C] } }[CollectionName]
+  | { type: 'del'; collection: CollectionName; key: string };
+
+export interface RangeOptions {
+  gt?: string; gte?: string; lt?: string; lte?: string;
+  limit?: number;
+  reverse?: boolean;
+}
+
+export interface Collection<C extends CollectionName> {
+  readonly name: C;
+  get(key: string): Promise<Records[C] | undefined>;
+  /** The record whose index `index` has value `value`; `undefined` if none. Lease by IP is `get(ip)`. */
+  getBy(index: IndexName<C>, value: string): Promise<Records[C] | undefined>;
+  /** Key-ordered scan; a consistent view of what was durable when the scan started. */
+  entries(options?: RangeOptions): AsyncIterable<[string, Records[C]]>;
+  count(): Promise<number>;
+  /** Durable single put/del: resolves once on disk. Same as `store.write([op])`. */
+  put(key: string, value: Records[C]): Promise<void>;
+  del(key: string): Promise<void>;
+}
+
+export interface StoreStats {
+  /** Batches written with sync (each one fsync). */
+  syncs: number;
+  /** Write calls acknowledged. */
+  writes: number;
+  /** Largest number of write calls that shared one sync. */
+  maxGroup: number;
+}
+
+export interface Store {
+  readonly machines: Collection<'machines'>;
+  readonly interfaces: Collection<'interfaces'>;
+  readonly leases: Collection<'leases'>;
+  readonly bmcs: Collection<'bmcs'>;
+  readonly images: Collection<'images'>;
+  readonly dnsRecords: Collection<'dnsRecords'>;
+  readonly events: Collection<'events'>;
+  readonly users: Collection<'users'>;
+  readonly tokens: Collection<'tokens'>;
+  readonly settings: Collection<'settings'>;
+  collection<C extends CollectionName>(name: C): Collection<C>;
+  /**
+   * Atomic, durable write of several ops: all or none, index entries included, on disk before the promise
+   * resolves. Concurrent writes share one sync (group commit). A unique-index clash rejects this call with
+   * STORE_CONFLICT and writes none of its ops; other calls in the same group are unaffected.
+   */
+  write(ops: WriteOp[]): Promise<void>;
+  stats(): StoreStats;
+  close(): Promise<void>;
+}
