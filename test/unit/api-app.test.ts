@@ -1,5 +1,6 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
+import type { FastifyBaseLogger } from 'fastify';
 import { buildApp, type AppDeps } from '../../src/api/app.ts';
 import { createLogger } from '../../src/lib/logger.ts';
 import { createMetrics } from '../../src/lib/metrics.ts';
@@ -60,7 +61,7 @@ t.test('error handler maps codes to status and hides internals', async (t) => {
   const d = deps();
   const Fastify = (await import('fastify')).default;
   const { registerErrorHandling } = await import('../../src/api/errors.ts');
-  const app = Fastify({ loggerInstance: d.logger as never });
+  const app = Fastify({ loggerInstance: d.logger as FastifyBaseLogger });
   registerErrorHandling(app);
   app.get('/conflict', async () => { throw new MetalboxError('STORE_CONFLICT', 'hostname taken'); });
   app.get('/boom', async () => { throw new Error('secret internals'); });

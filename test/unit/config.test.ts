@@ -101,3 +101,9 @@ t.test('the README documents every config key of the schema', async (t) => {
   t.ok(keys.length > 20);
   for (const k of keys) t.ok(readme.includes(`\`${k}\``), `README mentions \`${k}\``);
 });
+
+t.test('the README lists every error code', async (t) => {
+  const { ERROR_CODES } = await import('../../src/lib/errors.ts');
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  for (const code of [...Object.keys(ERROR_CODES), 'REQUEST_INVALID']) t.ok(readme.includes(`| \`${code}\` |`), `README lists ${code}`);
+});

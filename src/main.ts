@@ -1,0 +1,177 @@
+// The only reader of argv, env and the config file: parses the command line, loads the config,
+// picks the concrete implementations, wires the services, owns signals, sd_notify and exit codes.
+//
+// Exit codes: 0 success; 1 runtime failure (store locked, corrupt or unusable, a service failed,
+// a fatal error while serving); 2 bad command line or bad config.
+import { parseArgs } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { resolve, join } from 'node:path';
+import { loadConfigFile, defaultConfig } from './config/load.ts';
+import type { Config } from './config/schema.ts';
+import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from './lib/logger.ts';
+import { createMetrics, observeStore } from './lib/metrics.ts';
+import { MetalboxError, isMetalboxError } from './lib/errors.ts';
+import { parseListen } from './lib/ipv4.ts';
+import { createNotifier } from './lib/sd-notify.ts';
+import { openLevelStore } from './store/level-store.ts';
+import type { Store } from './store/types.ts';
+import { buildApp } from './api/app.ts';
+import { ServiceRunner } from './services/service.ts';
+import { HttpService } from './services/http.ts';
+import { ControlService } from './services/control.ts';
+import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
+import { VERSION } from './version.ts';
+
+const STOP_TIMEOUT_MS = 10_000;
+
+const USAGE = `metalbox ${VERSION}: bare-metal provisioning appliance
+
+usage: metalbox <command> [options]
+
+  serve [--config FILE] [--log-level LEVEL]   run the appliance (embedded default config without --config)
+  version                                     print the version
+  config check FILE                           validate a config file and exit
+  config default                              print the embedded default config
+  status [--config FILE]                      ask the running metalbox for its status
+  backup FILE [--config FILE]                 write a consistent snapshot of the store to FILE
+  restore FILE [--config FILE]                load a backup into an empty state dir
+  settings list|get KEY|set KEY VALUE [--config FILE]
+                                              read or write a setting (VALUE is JSON or a plain string)
+
+environment: METALBOX_STATE_DIR (state dir when the config names none; default ./.metalbox)
+`;
+
+async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(argv);
+  } catch (err) {
+    io.err(`metalbox: CLI_USAGE: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const [command, ...positionals] = args.positionals;
+  if (args.values.help || command === undefined || command === 'help') { io.out(USAGE); return command === undefined && !args.values.help ? 2 : 0; }
+  if (command === 'version') { io.out(`metalbox ${VERSION}\n`); return 0; }
+
+  const defaultStateDir = resolve(env.METALBOX_STATE_DIR || '.metalbox');
+  try {
+    if (command === 'config') {
+      return await runCommand({ command, positionals, config: defaultConfig(defaultStateDir), io, defaultStateDir });
+    }
+    const config = args.values.config === undefined ? defaultConfig(defaultStateDir) : loadConfigFile(args.values.config, defaultStateDir);
+    if (command === 'serve') {
+      const level = args.values['log-level'] ?? config.logLevel;
+      if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new MetalboxError('CLI_USAGE', `--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+      return await serve(config, createLogger(level as LogLevel), env, args.values.config ?? 'embedded default');
+    }
+    if (!COMMANDS.includes(command)) throw new MetalboxError('CLI_USAGE', `unknown command "${command}" (metalbox help)`);
+    return await runCommand({ command, positionals, config, io, defaultStateDir });
+  } catch (err) {
+    if (!isMetalboxError(err)) throw err;
+    io.err(`metalbox: ${err.code}: ${err.message}\n`);
+    return err.code === 'CLI_USAGE' || err.code === 'CONFIG_INVALID' || err.code === 'CONFIG_UNREADABLE' ? 2 : 1;
+  }
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+}
+
+async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, configSource: string): Promise<number> {
+  const listen = parseListen(config.http.listen);
+  if (!listen) throw new MetalboxError('CONFIG_INVALID', `http.listen: "${config.http.listen}" is not host:port`);
+  const notifier = createNotifier(env, (err) => logger.warn({ err }, 'sd_notify failed'));
+  logger.info({ version: VERSION, config: configSource, stateDir: config.stateDir }, 'metalbox starting');
+
+  // The store comes first: it takes the state dir's lock, so a second metalbox fails here at once.
+  const store = await openLevelStore(config.stateDir);
+  let instanceId: string | undefined;
+  try {
+    instanceId = await ensureInstanceId(store);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+
+  const metrics = createMetrics();
+  observeStore(metrics, () => store.stats());
+  const services = [] as ConstructorParameters<typeof ServiceRunner>[0][number][];
+  const runner = new ServiceRunner(services, { logger, metrics, stopTimeoutMs: STOP_TIMEOUT_MS - 1000 });
+  const app = await buildApp({
+    logger: logger.child({ svc: 'http' }),
+    metrics,
+    version: VERSION,
+    instanceId: () => instanceId,
+    readiness: () => runner.status(),
+  });
+  services.push(
+    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => runner.status(), version: VERSION }), logger.child({ svc: 'control' })),
+    new HttpService(app, listen),
+  );
+  if (config.interfaces.length === 0) {
+    logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
+  }
+
+  let exitCode = 0;
+  const done = new Promise<void>((resolveDone) => {
+    const shutdown = (reason: string, code: number) => {
+      if (exitCode === 0) exitCode = code;
+      logger.info({ reason }, 'stopping');
+      notifier.stopping();
+      // A stop that hangs must not hang the host's shutdown: systemd would wait TimeoutStopSec.
+      setTimeout(() => { logger.fatal('stop took longer than 10 s; exiting'); process.exit(1); }, STOP_TIMEOUT_MS).unref();
+      void runner.stop().then(() => store.close()).then(resolveDone, (err: unknown) => { logger.error({ err }, 'error while closing the store'); exitCode = 1; resolveDone(); });
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM', 0));
+    process.once('SIGINT', () => shutdown('SIGINT', 0));
+    process.on('uncaughtException', (err) => { logger.fatal({ err }, 'uncaught exception'); shutdown('uncaught exception', 1); });
+    process.on('unhandledRejection', (err) => { logger.fatal({ err }, 'unhandled rejection'); shutdown('unhandled rejection', 1); });
+    void runner.start().then(() => {
+      if (runner.status().phase !== 'running') return;
+      const addr = app.server.address();
+      logger.info({ http: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : config.http.listen }, 'metalbox ready');
+      notifier.ready();
+      if (notifier.watchdogIntervalMs !== undefined) {
+        setInterval(() => notifier.watchdog(), notifier.watchdogIntervalMs).unref();
+      }
+    }, (err: unknown) => {
+      logger.fatal({ err }, 'start failed');
+      process.stderr.write(`metalbox: ${isMetalboxError(err) ? `${err.code}: ` : ''}${(err as Error).message}\n`);
+      shutdown('start failed', 1);
+    });
+  });
+  await done;
+  if (runner.error !== undefined && exitCode === 0) exitCode = 1;
+  logger.info({ exitCode }, 'metalbox stopped');
+  return exitCode;
+}
+
+/** A random id made at the first start of a state dir; it identifies this appliance's data. */
+async function ensureInstanceId(store: Store): Promise<string> {
+  const existing = await store.settings.get('system.instanceId');
+  if (typeof existing === 'string') return existing;
+  const id = randomUUID();
+  await store.write([
+    { type: 'put', collection: 'settings', key: 'system.instanceId', value: id },
+    { type: 'put', collection: 'settings', key: 'system.createdAt', value: new Date().toISOString() },
+  ]);
+  return id;
+}
+
+main(process.argv.slice(2), process.env).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`metalbox: INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
