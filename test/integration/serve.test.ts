@@ -114,14 +114,19 @@ t.test('embedded default: no config file, state in $METALBOX_STATE_DIR', async (
 t.test('bad config: exit 2, message names the key path and the reason', async (t) => {
   const dir = workdir(t);
   const file = join(dir, 'bad.yaml');
-  writeFileSync(file, 'stateDir: /tmp/x\nsubnets:\n  - cidr: 10.0.0.0/24\n    gateway: 10.9.9.9\nhttp: { listen: "127.0.0.1:5240", port: 1 }\n');
+  writeFileSync(file, 'stateDir: /tmp/x\nsubnets:\n  - cidr: 10.0.0.0/24\n    gateway: 10.9.9.9\ndns: { forwarders: [resolver.example] }\n');
+  const unknown = join(dir, 'unknown.yaml');
+  writeFileSync(unknown, 'stateDir: /tmp/x\nhttp: { listen: "127.0.0.1:5240", port: 1 }\n');
   for (const args of [['serve', '--config', file], ['config', 'check', file]]) {
     const r = runSource(args, { env: env() });
     t.equal(await r.exited, 2, args.join(' '));
     t.match(r.stderr(), /CONFIG_INVALID/);
     t.match(r.stderr(), /subnets\[0\]\.gateway \(line 4\): 10\.9\.9\.9 is outside 10\.0\.0\.0\/24/);
-    t.match(r.stderr(), /http\.port \(line 5\): unknown key/);
+    t.match(r.stderr(), /dns\.forwarders\[0\] \(line 5\): "resolver\.example" is not an IPv4 address/);
   }
+  const r = runSource(['config', 'check', unknown], { env: env() });
+  t.equal(await r.exited, 2);
+  t.match(r.stderr(), /http\.port \(line 2\): unknown key/);
   const missing = runSource(['serve', '--config', join(dir, 'nope.yaml')], { env: env() });
   t.equal(await missing.exited, 2);
   t.match(missing.stderr(), /CONFIG_UNREADABLE: cannot read config .*nope\.yaml: ENOENT/);
