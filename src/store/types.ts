@@ -66,7 +66,14 @@ export interface Records {
 }
 export type CollectionName = keyof Records;
 
-/** Secondary indexes kept in the same atomic batch as the record. */
+/**
+ * Secondary indexes kept in the same atomic batch as the record. Index values are matched case-insensitively
+ * (stored lower case). Machine indexes are unique: `mac` (each entry of `macs`), `uuid`, `hostname` (an empty
+ * hostname or a missing uuid is not indexed); a write that would give one value two owners fails with
+ * STORE_CONFLICT. `leases.mac` is not unique: it names the lease most recently written for that MAC (the
+ * current one); it is removed when that lease is deleted or moves to another MAC, and not re-pointed at an
+ * older lease of the same MAC.
+ */
 export interface Indexes {
   machines: 'mac' | 'uuid' | 'hostname';
   leases: 'mac';
@@ -88,7 +95,10 @@ export interface Collection<C extends CollectionName> {
   get(key: string): Promise<Records[C] | undefined>;
   /** The record whose index `index` has value `value`; `undefined` if none. Lease by IP is `get(ip)`. */
   getBy(index: IndexName<C>, value: string): Promise<Records[C] | undefined>;
-  /** Key-ordered scan; a consistent view of what was durable when the scan started. */
+  /**
+   * Scan in key order (UTF-8 byte order, as LevelDB); a consistent view of what was durable when the scan
+   * started (its first `next()`). Give at most one of gt/gte and one of lt/lte (else TypeError).
+   */
   entries(options?: RangeOptions): AsyncIterable<[string, Records[C]]>;
   count(): Promise<number>;
   /** Durable single put/del: resolves once on disk. Same as `store.write([op])`. */
@@ -123,6 +133,22 @@ export interface Store {
    * STORE_CONFLICT and writes none of its ops; other calls in the same group are unaffected.
    */
   write(ops: WriteOp[]): Promise<void>;
+  /** For `backupStore` only: a consistent raw view of everything, taken now. Close it when done. */
+  rawSnapshot(): RawSnapshot;
   stats(): StoreStats;
+  close(): Promise<void>;
+}
+
+/**
+ * A consistent, raw read of everything a store holds (records, index entries, meta), for backups: keys and
+ * values in the LevelDB store's on-disk layout, in key order. The view is fixed when `rawSnapshot()` returns;
+ * writes may go on meanwhile. The memory store produces the same layout, so its backups restore too.
+ */
+export interface RawSnapshot {
+  /** The store format version of the data (see STORE_FORMAT_VERSION). */
+  readonly storeFormat: number;
+  count(): Promise<number>;
+  entries(): AsyncIterable<[Uint8Array, Uint8Array]>;
+  /** Release the snapshot; idempotent. */
   close(): Promise<void>;
 }
