@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   STORE_CLOSED: { status: 503, meaning: 'the store is closed or closing' },
   STORE_WRITE_FAILED: { status: 503, meaning: 'the store could not make a write durable (disk full, I/O error); nothing was acknowledged' },
   BACKUP_INVALID: { status: 400, meaning: 'a backup file is truncated, corrupt or not a metalbox backup' },
+  BACKUP_WRITE_FAILED: { status: 500, meaning: 'the backup file could not be written (no space, no permission); nothing partial is left behind' },
   RESTORE_TARGET_NOT_EMPTY: { status: 409, meaning: 'restore only loads into an empty state directory' },
   ADDON_LOAD_FAILED: { status: 500, meaning: 'a native addon embedded in the binary could not be written or loaded' },
   SERVICE_START_FAILED: { status: 500, meaning: 'a service could not start (for example its port is taken)' },

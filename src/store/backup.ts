@@ -66,7 +66,8 @@ export async function backupStore(store: Store, file: string): Promise<BackupInf
     return { file, ...header };
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
+    if (isMetalboxError(err)) throw err;
+    throw new MetalboxError('BACKUP_WRITE_FAILED', `cannot write backup ${file}: ${errnoCode(err) ?? (err as Error).message}`, { cause: err, details: { file } });
   } finally {
     await snapshot.close();
   }

@@ -473,3 +473,13 @@ t.test('event keys are time-ordered and unique', async (t) => {
   t.ok(resumed(at) > keys[3]!, 'seeded with the newest stored key, a restarted process with a slow clock keeps order');
   t.throws(() => createEventKeys('nonsense'), TypeError);
 });
+
+t.test('a backup that cannot be written is BACKUP_WRITE_FAILED and leaves no partial file', async (t) => {
+  const dir = await scratch(t);
+  await seed(dir, 5);
+  const store = await openLevelStore(dir);
+  t.teardown(() => store.close());
+  const target = join(dir, 'no-such-dir', 'x.backup');
+  await t.rejects(backupStore(store, target), { code: 'BACKUP_WRITE_FAILED', message: /no-such-dir.*ENOENT/ });
+  await t.rejects(stat(`${target}.tmp`), { code: 'ENOENT' });
+});
