@@ -13,7 +13,6 @@ import { createMetrics, observeStore } from './lib/metrics.ts';
 import { MetalboxError, isMetalboxError } from './lib/errors.ts';
 import { parseListen } from './lib/ipv4.ts';
 import { createNotifier } from './lib/sd-notify.ts';
-import { openLevelStore } from './store/level-store.ts';
 import type { Store } from './store/types.ts';
 import { buildApp } from './api/app.ts';
 import { ServiceRunner } from './services/service.ts';
@@ -94,6 +93,8 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   logger.info({ version: VERSION, config: configSource, stateDir: config.stateDir }, 'metalbox starting');
 
   // The store comes first: it takes the state dir's lock, so a second metalbox fails here at once.
+  // Loaded here, not at the top: LevelDB's native addon is needed only by commands that open the store.
+  const { openLevelStore } = await import('./store/level-store.ts');
   const store = await openLevelStore(config.stateDir);
   let instanceId: string | undefined;
   try {

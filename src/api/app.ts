@@ -1,7 +1,7 @@
 // buildApp(deps) makes the whole HTTP app without listen(): the HTTP service listens, tests use
 // app.inject(). Everything is a plugin; routes declare JSON Schema (TypeBox) for validation,
 // serialization and types.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../lib/logger.ts';
 import type { Metrics } from '../lib/metrics.ts';
@@ -21,7 +21,8 @@ export interface AppDeps {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Our onResponse hook logs requests (debug) and counts them; fastify's own per-request lines are off.
+    logController: new LogController({ disableRequestLogging: true }),
     // Closing must not wait for idle keep-alive browser connections (stop within 10 s).
     forceCloseConnections: true,
     bodyLimit: 1024 * 1024,

@@ -7,8 +7,6 @@ import type { Config } from '../config/schema.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { MetalboxError } from '../lib/errors.ts';
 import type { SettingValue, Store } from '../store/types.ts';
-import { openLevelStore } from '../store/level-store.ts';
-import { backupStore, restoreBackup } from '../store/backup.ts';
 import { callControl, type ControlHandler } from '../services/control.ts';
 import type { RunnerStatus } from '../services/service.ts';
 
@@ -30,7 +28,7 @@ const SETTING_KEY = /^[a-z][a-zA-Z0-9_-]*(\.[a-zA-Z0-9_-]+)*$/;
 /** The operations shared by the control socket (server running) and direct store access (not running). */
 function storeOps(store: Store) {
   return {
-    async backup(file: string) { return backupStore(store, file); },
+    async backup(file: string) { return (await import('../store/backup.ts')).backupStore(store, file); },
     async settingsGet(key: string) { return store.settings.get(checkKey(key)); },
     async settingsSet(key: string, value: SettingValue) {
       await store.settings.put(checkKey(key), value);
@@ -73,6 +71,7 @@ export async function runCommand(input: CommandInput): Promise<number> {
   const viaServerOrStore = async <T>(request: Record<string, unknown> & { op: string }, direct: (ops: ReturnType<typeof storeOps>) => Promise<T>): Promise<T> => {
     const answer = await callControl(controlPath, request);
     if (answer !== undefined) return answer as T;
+    const { openLevelStore } = await import('../store/level-store.ts');
     const store = await openLevelStore(config.stateDir);
     try { return await direct(storeOps(store)); } finally { await store.close(); }
   };
@@ -105,6 +104,7 @@ export async function runCommand(input: CommandInput): Promise<number> {
     case 'restore': {
       const [file] = positionals;
       if (!file || positionals.length !== 1) throw new MetalboxError('CLI_USAGE', 'usage: metalbox restore FILE');
+      const { restoreBackup } = await import('../store/backup.ts');
       const result = await restoreBackup(resolve(file), config.stateDir);
       io.out(`restored ${resolve(file)} into ${config.stateDir} ${JSON.stringify(result)}\n`);
       return 0;
