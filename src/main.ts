@@ -15,7 +15,7 @@ import { parseListen } from './lib/ipv4.ts';
 import { createNotifier } from './lib/sd-notify.ts';
 import type { Store } from './store/types.ts';
 import { buildApp } from './api/app.ts';
-import { ServiceRunner } from './services/service.ts';
+import { ServiceRunner, type Service } from './services/service.ts';
 import { HttpService } from './services/http.ts';
 import { ControlService } from './services/control.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
@@ -106,8 +106,12 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
 
   const metrics = createMetrics();
   observeStore(metrics, () => store.stats());
-  const services = [] as ConstructorParameters<typeof ServiceRunner>[0][number][];
-  const runner = new ServiceRunner(services, { logger, metrics, stopTimeoutMs: STOP_TIMEOUT_MS - 1000 });
+  const services: Service[] = [];
+  let shutdown: (reason: string, code: number) => void = () => undefined;
+  const runner = new ServiceRunner(services, {
+    logger, metrics, stopTimeoutMs: STOP_TIMEOUT_MS - 1000,
+    onFatal: (service) => shutdown(`fatal error in ${service}`, 1),
+  });
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
@@ -124,9 +128,12 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   }
 
   let exitCode = 0;
+  let stopping = false;
   const done = new Promise<void>((resolveDone) => {
-    const shutdown = (reason: string, code: number) => {
+    shutdown = (reason: string, code: number) => {
       if (exitCode === 0) exitCode = code;
+      if (stopping) return;
+      stopping = true;
       logger.info({ reason }, 'stopping');
       notifier.stopping();
       // A stop that hangs must not hang the host's shutdown: systemd would wait TimeoutStopSec.

@@ -29,7 +29,11 @@ export class ServiceRunner {
 
   constructor(
     private readonly services: readonly Service[],
-    private readonly deps: { logger: Logger; metrics: Metrics; stopTimeoutMs: number },
+    private readonly deps: {
+      logger: Logger; metrics: Metrics; stopTimeoutMs: number;
+      /** Told of a fatal error after the stop began, so the owner (main) can exit non-zero. */
+      onFatal?: (service: string, err: unknown) => void;
+    },
   ) {
     for (const s of services) this.states.set(s.name, 'idle');
   }
@@ -59,6 +63,7 @@ export class ServiceRunner {
     this.firstError ??= err;
     // Still stopped like the others (its sockets must close), then shown as failed.
     void this.stop().then(() => this.set(service, 'failed'));
+    this.deps.onFatal?.(service, err);
   }
 
   /** Stops started services in reverse order, each bounded by what is left of the stop timeout. */

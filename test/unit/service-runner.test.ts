@@ -45,10 +45,12 @@ t.test('a failed start stops what already started and rethrows with the service 
 
 t.test('a fatal error stops everything and is kept', async (t) => {
   const log: string[] = [];
-  const r = new ServiceRunner([fake('a', log), fake('b', log)], { logger: quiet(), metrics: createMetrics({ processMetrics: false }), stopTimeoutMs: 1000 });
+  const told: string[] = [];
+  const r = new ServiceRunner([fake('a', log), fake('b', log)], { logger: quiet(), metrics: createMetrics({ processMetrics: false }), stopTimeoutMs: 1000, onFatal: (s) => told.push(s) });
   await r.start();
   const boom = new Error('socket died');
   r.fatal('b', boom);
+  t.same(told, ['b'], 'the owner is told');
   await r.stop();
   t.equal(r.error, boom);
   t.same(log, ['start a', 'start b', 'stop b', 'stop a']);
