@@ -1,7 +1,50 @@
 // Lint: typescript-eslint's recommended rules plus the layer boundaries of STYLE.md.
 // Arrows point down only: protocols import only lib; core imports lib and the store interfaces.
+import path from 'node:path';
 import tseslint from 'typescript-eslint';
-import importX from 'eslint-plugin-import-x';
+
+const SRC = path.join(import.meta.dirname, 'src');
+
+/**
+ * Layer zones, by directory under src/. `allow`: the only places files there may import from src/;
+ * `deny`: places they must not import. Paths are relative to src/.
+ */
+const ZONES = [
+  { target: 'protocols', allow: ['lib', 'protocols'], message: 'protocols are pure codecs: import only src/lib' },
+  { target: 'lib', allow: ['lib'], message: 'src/lib is the bottom layer' },
+  { target: 'core', allow: ['lib', 'core', 'protocols', 'store/types.ts'], message: 'core imports lib and the store interfaces only' },
+  { target: 'store', allow: ['lib', 'store'], message: 'the store depends on lib only' },
+  { target: 'services', deny: ['api', 'cli'], message: 'services must not import the API or the CLI; main wires them' },
+  { target: 'api', deny: ['cli'], message: 'the API must not import the CLI' },
+  { target: '', deny: ['main.ts'], message: 'nothing imports main' },
+];
+
+const within = (rel, dir) => dir === '' || rel === dir || rel.startsWith(`${dir}/`);
+
+/** Local rule: relative imports (static, re-exports and dynamic) must respect ZONES. */
+const layers = {
+  meta: { type: 'problem', schema: [] },
+  create(context) {
+    const from = path.relative(SRC, context.filename);
+    if (from.startsWith('..')) return {};
+    const check = (node, spec) => {
+      if (typeof spec !== 'string' || !spec.startsWith('.')) return;
+      const to = path.relative(SRC, path.resolve(path.dirname(context.filename), spec));
+      if (to.startsWith('..')) return;
+      for (const z of ZONES) {
+        if (!within(from, z.target)) continue;
+        const bad = z.allow ? !z.allow.some((a) => within(to, a)) : z.deny.some((d) => within(to, d));
+        if (bad) context.report({ node, message: `layers: ${spec}: ${z.message}` });
+      }
+    };
+    return {
+      ImportDeclaration: (n) => check(n.source, n.source.value),
+      ExportNamedDeclaration: (n) => n.source && check(n.source, n.source.value),
+      ExportAllDeclaration: (n) => check(n.source, n.source.value),
+      ImportExpression: (n) => n.source.type === 'Literal' && check(n.source, n.source.value),
+    };
+  },
+};
 
 const NODE_IO = ['dgram', 'net', 'fs', 'fs/promises', 'child_process', 'http', 'https', 'worker_threads', 'cluster']
   .flatMap((m) => [m, `node:${m}`]);
@@ -10,23 +53,12 @@ export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', '.tap/**', '.metalbox/**', '.cache/**', 'src/native/build/**'] },
   ...tseslint.configs.recommended,
   {
-    plugins: { 'import-x': importX },
+    plugins: { metalbox: { rules: { layers } } },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-restricted-syntax': ['error', { selector: 'TSEnumDeclaration', message: 'use an `as const` object or a union, not enum (STYLE.md)' }],
-      'import-x/no-restricted-paths': ['error', {
-        zones: [
-          { target: './src/protocols', from: './src', except: ['./lib', './protocols'], message: 'protocols are pure codecs: import only src/lib' },
-          { target: './src/lib', from: './src', except: ['./lib'], message: 'src/lib is the bottom layer' },
-          { target: './src/core', from: './src', except: ['./lib', './core', './protocols', './store/types.ts'], message: 'core imports lib and the store interfaces only' },
-          { target: './src/store', from: './src', except: ['./lib', './store'], message: 'the store depends on lib only' },
-          { target: './src/services', from: './src/api' , message: 'services must not import the API; main wires them' },
-          { target: './src/services', from: './src/cli' },
-          { target: './src/api', from: './src/cli' },
-          { target: './src', from: './src/main.ts', message: 'nothing imports main' },
-        ],
-      }],
+      'metalbox/layers': 'error',
     },
   },
   {

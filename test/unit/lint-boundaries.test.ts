@@ -12,7 +12,7 @@ async function messages(filePath: string, code: string): Promise<string[]> {
 
 t.test('protocols import only lib', async (t) => {
   const got = await messages('src/protocols/fake/codec.ts', "import type { Service } from '../../services/service.ts';\nexport type X = Service;\n");
-  t.match(got.join('\n'), /import-x\/no-restricted-paths: .*protocols are pure codecs/);
+  t.match(got.join('\n'), /metalbox\/layers: .*protocols are pure codecs/);
   t.same(await messages('src/protocols/fake/codec.ts', "import { MetalboxError } from '../../lib/errors.ts';\nexport const E = MetalboxError;\n"), []);
 });
 
@@ -22,11 +22,18 @@ t.test('protocols do no I/O', async (t) => {
 });
 
 t.test('lib is the bottom layer; core sees only store interfaces', async (t) => {
-  t.match((await messages('src/lib/x.ts', "import { HttpService } from '../services/http.ts';\nexport const o = HttpService;\n")).join('\n'), /no-restricted-paths/);
+  t.match((await messages('src/lib/x.ts', "import { HttpService } from '../services/http.ts';\nexport const o = HttpService;\n")).join('\n'), /metalbox\/layers/);
   t.match((await messages('src/core/x.ts', "import { HttpService } from '../services/http.ts';\nexport const o = HttpService;\n")).join('\n'), /core imports lib and the store interfaces only/);
   t.same(await messages('src/core/x.ts', "import type { Store } from '../store/types.ts';\nexport type S = Store;\n"), []);
 });
 
 t.test('only main exits the process', async (t) => {
   t.match((await messages('src/services/x.ts', 'export function f(): void { process.exit(1); }\n')).join('\n'), /only src\/main.ts calls process.exit/);
+});
+
+t.test('re-exports and dynamic imports are checked too; services may not reach the API', async (t) => {
+  t.match((await messages('src/protocols/fake/codec.ts', "export { HttpService } from '../../services/http.ts';\n")).join('\n'), /metalbox\/layers/);
+  t.match((await messages('src/store/x.ts', "export async function f(): Promise<unknown> { return import('../services/http.ts'); }\n")).join('\n'), /the store depends on lib only/);
+  t.match((await messages('src/services/x.ts', "import { buildApp } from '../api/app.ts';\nexport const b = buildApp;\n")).join('\n'), /services must not import the API/);
+  t.match((await messages('src/api/x.ts', "import '../main.ts';\n")).join('\n'), /nothing imports main/);
 });
