@@ -7,6 +7,7 @@ import { Compile } from 'typebox/compile';
 import { ConfigSchema, type Config } from './schema.ts';
 import { MetalboxError, errnoCode } from '../lib/errors.ts';
 import { cidrContains, formatIPv4, parseCidr, parseIPv4, parseListen, parseRange } from '../lib/ipv4.ts';
+import { parseMac } from '../lib/mac.ts';
 
 export interface ConfigProblem { path: string; line?: number; message: string }
 
@@ -61,6 +62,9 @@ function invalid(source: string, problems: ConfigProblem[]): MetalboxError {
   const lines = problems.map((p) => `  ${p.path}${p.line ? ` (line ${p.line})` : ''}: ${p.message}`);
   return new MetalboxError('CONFIG_INVALID', `invalid config ${source}:\n${lines.join('\n')}`, { details: { source, problems } });
 }
+
+const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+const DOMAIN = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
 
 /** JSON pointer `/subnets/0/cidr` -> `subnets[0].cidr`. */
 function keyPath(pointer: string): string {
@@ -130,6 +134,32 @@ function semanticProblems(config: Config): ConfigProblem[] {
       for (const o of ranges) if (r.start <= o.end && o.start <= r.end) add(path, `overlaps dynamicRanges[${o.j}]`);
       ranges.push({ ...r, j });
     });
+    const excluded: { start: number; end: number }[] = [];
+    s.excludedRanges.forEach((text, j) => {
+      const path = `${at}.excludedRanges[${j}]`;
+      const r = parseRange(text);
+      if (!r) add(path, `"${text}" is not first-last with first <= last`);
+      else if (!cidrContains(cidr, r.start) || !cidrContains(cidr, r.end)) add(path, `${text} is not inside ${s.cidr}`);
+      else excluded.push(r);
+    });
+    const macs = new Map<string, number>();
+    const ips = new Map<number, number>();
+    s.reservations.forEach((r, j) => {
+      const path = `${at}.reservations[${j}]`;
+      const mac = parseMac(r.mac);
+      if (mac === undefined) add(`${path}.mac`, `"${r.mac}" is not a MAC address like aa:bb:cc:dd:ee:ff`);
+      else if (macs.has(mac)) add(`${path}.mac`, `${r.mac} is also reservations[${macs.get(mac)}]`);
+      else macs.set(mac, j);
+      const ip = inside(r.ip, `${path}.ip`);
+      if (ip !== undefined && cidrContains(cidr, ip)) {
+        if (ips.has(ip)) add(`${path}.ip`, `${r.ip} is also reservations[${ips.get(ip)}]`);
+        else ips.set(ip, j);
+        if (ip === cidr.network || ip === cidr.broadcast) add(`${path}.ip`, `${r.ip} is the network or broadcast address`);
+        if (excluded.some((e) => ip >= e.start && ip <= e.end)) add(`${path}.ip`, `${r.ip} is in an excluded range`);
+      }
+      if (r.hostname !== undefined && !HOSTNAME.test(r.hostname)) add(`${path}.hostname`, `"${r.hostname}" is not a valid host name`);
+    });
+    s.domainSearch.forEach((d, j) => { if (!DOMAIN.test(d)) add(`${at}.domainSearch[${j}]`, `"${d}" is not a domain name`); });
     s.dnsServers.forEach((t, j) => { if (parseIPv4(t) === undefined) add(`${at}.dnsServers[${j}]`, `"${t}" is not an IPv4 address`); });
     s.ntpServers.forEach((t, j) => { if (parseIPv4(t) === undefined) add(`${at}.ntpServers[${j}]`, `"${t}" is not an IPv4 address`); });
   });

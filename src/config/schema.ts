@@ -20,6 +20,15 @@ export const SubnetSchema = Type.Object({
   dnsServers: Type.Array(Type.String(), { default: [], description: 'DNS servers handed out (option 6); empty means metalbox itself' }),
   ntpServers: Type.Array(Type.String(), { default: [], description: 'NTP servers handed out (option 42); empty means metalbox itself' }),
   leaseSeconds: Type.Integer({ minimum: 60, maximum: 31_536_000, default: 3600, description: 'lease time (option 51)' }),
+  excludedRanges: Type.Array(Type.String(), { default: [], description: 'addresses inside dynamic ranges never handed out, "first-last" inclusive' }),
+  reservations: Type.Array(Type.Object({
+    mac: Type.String({ description: 'client MAC, aa:bb:cc:dd:ee:ff' }),
+    ip: Type.String({ description: 'the address this client always gets; inside the subnet, outside other reservations' }),
+    hostname: Type.Optional(Type.String({ description: 'hostname handed out (option 12)' })),
+  }, strict), { default: [], description: 'static reservations: MAC -> address and hostname' }),
+  domainSearch: Type.Array(Type.String(), { default: [], description: 'DNS search list (option 119); empty means the domain' }),
+  mtu: Type.Optional(Type.Integer({ minimum: 576, maximum: 65535, description: 'interface MTU handed out (option 26)' })),
+  proxyDhcp: Type.Boolean({ default: false, description: 'another DHCP server owns the addresses: answer PXE clients with boot information only (proxyDHCP, port 4011)' }),
 }, strict);
 
 export const ConfigSchema = Type.Object({
@@ -31,7 +40,16 @@ export const ConfigSchema = Type.Object({
   }, { ...strict, default: {} }),
   interfaces: Type.Array(Type.String({ minLength: 1, maxLength: 15, pattern: '^[^/\\s]+$' }), { default: [], description: 'provisioning interfaces; network services answer on these only, and stay idle while the list is empty' }),
   subnets: Type.Array(SubnetSchema, { default: [], description: 'provisioning subnets' }),
-  dhcp: Type.Object({ ...Service(67, 'DHCP').properties }, { ...strict, default: {} }),
+  dhcp: Type.Object({
+    ...Service(67, 'DHCP').properties,
+    offerSeconds: Type.Integer({ minimum: 5, maximum: 600, default: 30, description: 'how long an offered address is held for the client' }),
+    declineSeconds: Type.Integer({ minimum: 60, maximum: 604_800, default: 600, description: 'how long an address a client DECLINEd stays out of the pool' }),
+    bootFiles: Type.Object({
+      bios: Type.String({ default: 'undionly.kpxe', description: 'TFTP boot file for BIOS PXE (client arch 0)' }),
+      uefi: Type.String({ default: 'snponly.efi', description: 'TFTP boot file for x64 UEFI PXE (client arch 7, 9)' }),
+      httpBoot: Type.String({ default: 'ipxe.efi', description: 'file served by HTTP to UEFI HTTP boot clients (arch 16)' }),
+    }, { ...strict, default: {} }),
+  }, { ...strict, default: {} }),
   tftp: Type.Object({ ...Service(69, 'TFTP').properties }, { ...strict, default: {} }),
   dns: Type.Object({
     ...Service(53, 'DNS').properties,
