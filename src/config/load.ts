@@ -97,7 +97,11 @@ function semanticProblems(config: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const add = (path: string, message: string) => problems.push({ path, message });
 
-  if (!parseListen(config.http.listen)) add('http.listen', `"${config.http.listen}" is not host:port`);
+  const listen = parseListen(config.http.listen);
+  if (!listen) add('http.listen', `"${config.http.listen}" is not host:port`);
+  else if (config.interfaces.length > 0 && (listen.host.startsWith('127.') || listen.host === 'localhost' || listen.host === '::1')) {
+    add('http.listen', `${config.http.listen} is loopback, but machines on the provisioning interfaces must reach HTTP boot: listen on 0.0.0.0 or a provisioning address`);
+  }
   const seenIfaces = new Set<string>();
   config.interfaces.forEach((name, i) => {
     if (seenIfaces.has(name)) add(`interfaces[${i}]`, `"${name}" is listed twice`);

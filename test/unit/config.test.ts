@@ -64,6 +64,7 @@ const BAD: [string, string, string, string[]][] = [
   ['reservation excluded', 'subnets:\n  - cidr: 10.0.0.0/24\n    excludedRanges: ["10.0.0.1-10.0.0.9"]\n    reservations: [{ mac: "52:54:00:00:00:01", ip: 10.0.0.5 }]\n', 'CONFIG_INVALID', ['reservations[0].ip', 'excluded']],
   ['bad hostname', 'subnets:\n  - cidr: 10.0.0.0/24\n    reservations: [{ mac: "52:54:00:00:00:01", ip: 10.0.0.5, hostname: "a_b" }]\n', 'CONFIG_INVALID', ['reservations[0].hostname', 'not a valid host name']],
   ['bad search domain', 'subnets:\n  - cidr: 10.0.0.0/24\n    domainSearch: ["-x-"]\n', 'CONFIG_INVALID', ['subnets[0].domainSearch[0]', 'not a domain']],
+  ['loopback http with interfaces', 'interfaces: [eth1]\nhttp: { listen: "127.0.0.1:5240" }\n', 'CONFIG_INVALID', ['http.listen', 'loopback']],
   ['not a mapping', '- a\n- b\n', 'CONFIG_INVALID', ['(top level)', 'mapping']],
   ['broken YAML', 'http: [\n', 'CONFIG_UNREADABLE', ['test.yaml', 'not valid YAML']],
   ['duplicate key', 'domain: a\ndomain: b\n', 'CONFIG_UNREADABLE', ['test.yaml:2', 'unique']],
