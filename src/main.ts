@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { resolve, join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import { loadConfigFile, defaultConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from './lib/logger.ts';
@@ -18,6 +19,8 @@ import { buildApp } from './api/app.ts';
 import { ServiceRunner, type Service } from './services/service.ts';
 import { HttpService } from './services/http.ts';
 import { ControlService } from './services/control.ts';
+import { DhcpService } from './services/dhcp/server.ts';
+import { defaultBoot } from './services/dhcp/boot.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
 import { VERSION } from './version.ts';
 
@@ -123,8 +126,16 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => runner.status(), version: VERSION }), logger.child({ svc: 'control' })),
     new HttpService(app, listen),
   );
+  // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
+  } else if (config.dhcp.enabled) {
+    services.push(new DhcpService({
+      config, store, metrics,
+      logger: logger.child({ svc: 'dhcp' }),
+      boot: defaultBoot(config.dhcp.bootFiles, listen.port),
+      interfaceAddresses: () => networkInterfaces(),
+    }));
   }
 
   let exitCode = 0;

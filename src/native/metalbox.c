@@ -7,7 +7,9 @@
 //   errors      errno -> JS Error with Node's fields (code, errno, syscall, path)
 //   arguments   checked conversion of JS arguments (a wrong type is a caller bug: TypeError)
 //   sd_notify   one datagram to systemd's notification socket (sd_notify(3))
-//   (issue 3)   UDP sockets bound to a device with IP_PKTINFO for DHCP go here, one section each
+//   udp         IPv4 UDP sockets bound to a device, with the arrival interface (IP_PKTINFO), received
+//               through libuv; DHCP, proxyDHCP, TFTP, DNS and NTP share them (src/lib/udp-socket.ts)
+//   interfaces  if_nametoindex(3) / if_indextoname(3), and ARP entries (arp(7) SIOCSARP)
 //   module      the export table
 //
 // Rules: never block the event loop (every send is non-blocking); never raise SIGPIPE (MSG_NOSIGNAL);
@@ -18,13 +20,22 @@
 #endif
 
 #include <node_api.h>
+#include <uv.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sock_diag.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -125,6 +136,91 @@ static char *string_arg(napi_env env, napi_value value, const char *name, size_t
   return buf;
 }
 
+
+// Like string_arg, for names and addresses that go to C APIs as NUL-terminated strings: an embedded NUL
+// would silently shorten them, so it is refused (TypeError) rather than passed on.
+static char *cstring_arg(napi_env env, napi_value value, const char *name) {
+  size_t len = 0;
+  char *buf = string_arg(env, value, name, &len);
+  if (buf != NULL && strlen(buf) != len) {
+    free(buf);
+    char message[128];
+    snprintf(message, sizeof message, "The \"%s\" argument must not contain NUL characters", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", message);
+    return NULL;
+  }
+  return buf;
+}
+
+// An optional string: undefined or null -> *out = NULL and true; a string -> a malloc'd copy (free() it).
+static bool optional_cstring_arg(napi_env env, napi_value value, const char *name, char **out) {
+  *out = NULL;
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return false;
+  if (type == napi_undefined || type == napi_null) return true;
+  *out = cstring_arg(env, value, name);
+  return *out != NULL;
+}
+
+// An integer in [0, max]. Anything else (fractions, NaN, negative, too large, not a number) is a caller bug.
+static bool uint_arg(napi_env env, napi_value value, const char *name, uint32_t max, uint32_t *out) {
+  napi_valuetype type;
+  double d = -1;
+  if (napi_typeof(env, value, &type) != napi_ok) return false;
+  if (type == napi_number && napi_get_value_double(env, value, &d) != napi_ok) return false;
+  if (type != napi_number || !(d >= 0 && d <= (double)max) || d != (double)(uint32_t)d) {
+    char message[128];
+    snprintf(message, sizeof message, "The \"%s\" argument must be an integer from 0 to %u", name, max);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
+    return false;
+  }
+  *out = (uint32_t)d;
+  return true;
+}
+
+static bool bool_arg(napi_env env, napi_value value, const char *name, bool *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return false;
+  if (type != napi_boolean) {
+    char message[128];
+    snprintf(message, sizeof message, "The \"%s\" argument must be a boolean", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    return false;
+  }
+  return napi_get_value_bool(env, value, out) == napi_ok;
+}
+
+// A dotted-quad IPv4 address. inet_pton(3) takes exactly "a.b.c.d" in decimal (no shorthand, no
+// leading zeros), which is what the TypeScript side validates too.
+static bool ipv4_arg(napi_env env, napi_value value, const char *name, struct in_addr *out) {
+  char *text = cstring_arg(env, value, name);
+  if (text == NULL) return false;
+  int ok = inet_pton(AF_INET, text, out);
+  free(text);
+  if (ok != 1) {
+    char message[128];
+    snprintf(message, sizeof message, "The \"%s\" argument must be an IPv4 address (a.b.c.d)", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", message);
+    return false;
+  }
+  return true;
+}
+
+// An interface name as the kernel takes it: 1 to IFNAMSIZ-1 bytes. Longer names cannot exist; the
+// kernel would silently cut them at IFNAMSIZ-1 for SO_BINDTODEVICE (socket(7)) and so might bind to a
+// different interface, hence ENODEV here. Returns a malloc'd copy or NULL with an exception pending.
+static char *ifname_arg(napi_env env, napi_value value, const char *name, const char *syscall) {
+  char *ifname = cstring_arg(env, value, name);
+  if (ifname == NULL) return NULL;
+  size_t len = strlen(ifname);
+  if (len == 0 || len >= IFNAMSIZ) {
+    throw_errno(env, ENODEV, syscall, ifname);
+    free(ifname);
+    return NULL;
+  }
+  return ifname;
+}
+
 // ---------------------------------------------------------------------------------------------
 // sd_notify
 
@@ -210,11 +306,733 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// udp
+//
+// Why not node:dgram: a DHCP server must hear broadcasts only on its provisioning interfaces and know
+// which one a DISCOVER came in on. dgram cannot bind to a device (SO_BINDTODEVICE) nor report the
+// arrival interface (IP_PKTINFO), and a socket bound to an interface *address* never sees a broadcast
+// to 255.255.255.255. So each provisioning interface gets its own socket on 0.0.0.0:67 bound to that
+// device: the kernel delivers to it only what arrived on that device (VLAN sub-interfaces and bridges
+// are devices of their own), and IP_PKTINFO tells the rest.
+//
+// Life of a socket:
+//   udpOpen   socket + options + bind; a uv_poll_t watches the fd on the env's libuv loop; the JS handle
+//             object is napi_wrap'ped around the struct and held by a strong reference while open, so an
+//             open socket is never collected (like node:dgram's: a bound socket lives until closed).
+//   readable  at most UDP_BATCH datagrams per wakeup, one JS call each, then back to the loop: a flooded
+//             socket cannot starve timers or other sockets (epoll is level-triggered; the rest is read
+//             on the next turn).
+//   udpClose  uv_close (stops polling at once; its callback runs on a later turn), close(2), references
+//             dropped: the handle can now be collected. Idempotent.
+//   teardown  an async env cleanup hook (napi_add_async_cleanup_hook) closes sockets still open when the
+//             env (process, worker) goes away, and holds the teardown until uv_close's callback has run:
+//             a worker's addons are dlclose'd right after its env, and a close callback left pending
+//             would then jump into unmapped code. The hook stays registered from open until that callback.
+// The struct is freed when both the uv_close callback has run and the handle's finalizer has run,
+// whichever comes last: either may outlive the other.
+
+// The largest UDP payload over IPv4 is 65507 bytes (65535 - IP header - UDP header, udp(7)); a 64 KiB
+// buffer therefore never truncates. MSG_TRUNC is still checked: a datagram can only be cut if that
+// assumption breaks (e.g. someone enables UDP_GRO on the fd), and then it is counted and dropped.
+#define UDP_MAX_DATAGRAM 65536
+// Datagrams read per readable event. 64 keeps one wakeup well under a millisecond of JS work.
+#define UDP_BATCH 64
+
+// Per Node environment (main thread, each worker): the receive buffer every socket of the env shares.
+// A datagram is copied out into its own Buffer before any JS runs, and JS cannot re-enter a receive,
+// so one buffer is enough, and a thousand TFTP transfer sockets do not cost 64 KiB each.
+typedef struct {
+  unsigned char recv_buf[UDP_MAX_DATAGRAM];
+} module_state;
+
+typedef struct udp_socket {
+  napi_env env;
+  int fd;                            // -1 once closed
+  uv_poll_t poll;                    // poll.data == this struct
+  bool poll_live;                    // uv_poll_init succeeded and uv_close has not been called yet
+  bool poll_closed;                  // uv_close's callback ran, or there never was a handle to close
+  bool collected;                    // the JS handle's finalizer ran
+  bool dispatching;                  // on_readable is calling into JS (within a callback scope)
+  napi_async_cleanup_hook_handle cleanup_hook;  // registered while the poll handle exists
+  napi_ref self;                     // strong while open; NULL after close
+  napi_ref callback;                 // onDatagram; NULL after close
+  napi_async_context async_context;  // for async_hooks: datagrams run in this socket's async context
+  unsigned char *recv_buf;           // module_state.recv_buf of this env; used only while open
+  uint32_t port;                     // the bound port (getsockname(2): the kernel's pick for port 0)
+  uint64_t received, truncated, sent, dropped, receive_errors;
+  uint32_t kernel_dropped;           // SO_MEMINFO drops, snapshot taken at close
+} udp_socket;
+
+// Socket structs not yet freed, across the process: tests use it to prove that closed and collected
+// sockets leave nothing behind.
+static atomic_long live_sockets;
+
+static void free_socket(udp_socket *s) {
+  free(s);
+  atomic_fetch_sub(&live_sockets, 1);
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  udp_socket *s = handle->data;
+  s->poll_closed = true;
+  // Unregisters the teardown hook, or - when teardown already ran it - tells Node it has finished.
+  if (s->cleanup_hook != NULL) napi_remove_async_cleanup_hook(s->cleanup_hook);
+  s->cleanup_hook = NULL;
+  if (s->collected) free_socket(s);
+}
+
+// Datagrams the kernel dropped for this socket before we read them: a full receive queue (SO_RCVBUF),
+// bad checksums. getsockopt(SO_MEMINFO) (Linux 4.12, see sock_diag(7) SK_MEMINFO_DROPS) reads the
+// socket's sk_drops at any time; 0 when unavailable.
+static uint32_t socket_drops(int fd) {
+  uint32_t meminfo[SK_MEMINFO_VARS];
+  socklen_t len = sizeof meminfo;
+  memset(meminfo, 0, sizeof meminfo);
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo, &len) != 0) return 0;
+  if (len < (SK_MEMINFO_DROPS + 1) * sizeof meminfo[0]) return 0;
+  return meminfo[SK_MEMINFO_DROPS];
+}
+
+// Stops polling and closes the fd. `napi_usable` is false in the finalizer, where only the OS
+// resources are ours to release (the env owns and frees the references it tracks).
+static void release_socket(udp_socket *s, bool napi_usable) {
+  if (s->fd < 0) return;
+  s->kernel_dropped = socket_drops(s->fd);
+  if (s->poll_live) {
+    // uv_close on a poll handle stops it synchronously (removes the fd from epoll), so the fd can be
+    // closed right after; libuv forbids closing an fd that an active poll handle still watches.
+    s->poll_live = false;
+    uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+  }
+  // close(2): on Linux the fd is released even when close reports an error, so it is never retried.
+  close(s->fd);
+  s->fd = -1;
+  if (!napi_usable) return;
+  if (s->callback != NULL) napi_delete_reference(s->env, s->callback);
+  s->callback = NULL;
+  // Closed from inside onDatagram: the callback scope opened with this context is still open, and its
+  // "after" must not follow the context's "destroy"; on_readable destroys it once the scope is closed.
+  if (s->async_context != NULL && !s->dispatching) {
+    napi_async_destroy(s->env, s->async_context);
+    s->async_context = NULL;
+  }
+  // Last: without this reference the handle becomes collectable, and its finalizer may free the struct
+  // (only after on_poll_closed, so `s` stays valid for the rest of this function's caller).
+  if (s->self != NULL) napi_delete_reference(s->env, s->self);
+  s->self = NULL;
+}
+
+// The env (worker termination, process teardown) is going away while the poll handle exists: close the
+// socket if it is still open. Teardown waits until on_poll_closed removes the hook.
+static void on_env_teardown(napi_async_cleanup_hook_handle handle, void *arg) {
+  release_socket(arg, true);
+}
+
+// napi_wrap finalizer: the JS handle was collected (after close, or at env teardown).
+static void finalize_socket(napi_env env, void *data, void *hint) {
+  udp_socket *s = data;
+  s->collected = true;
+  release_socket(s, false);
+  if (s->poll_closed) free_socket(s);
+}
+
+// Writes a dotted quad for an address in network byte order into out (at least INET_ADDRSTRLEN bytes)
+// and returns its length. inet_ntop(3) does the same through printf machinery, which showed up in
+// profiles at three calls per datagram.
+static size_t format_ipv4(struct in_addr address, char *out) {
+  const unsigned char *b = (const unsigned char *)&address.s_addr;
+  char *p = out;
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (v >= 100) *p++ = (char)('0' + v / 100);
+    if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    if (i < 3) *p++ = '.';
+  }
+  *p = '\0';
+  return (size_t)(p - out);
+}
+
+// Reads one datagram and hands it to JS. Returns false when the batch should end: nothing more to read,
+// a receive error, or the callback threw.
+static bool receive_one(udp_socket *s, napi_value callback) {
+  napi_env env = s->env;
+  struct sockaddr_in from;
+  // ip(7) IP_PKTINFO: an in_pktinfo arrives as ancillary data with every datagram. The union aligns the
+  // buffer for struct cmsghdr, as cmsg(3) requires.
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = s->recv_buf, .iov_len = UDP_MAX_DATAGRAM};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  memset(&from, 0, sizeof from);
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+
+  ssize_t n;
+  do {
+    n = recvmsg(s->fd, &msg, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    // EAGAIN: drained. Anything else is unexpected on an unconnected UDP socket (without IP_RECVERR the
+    // kernel does not queue ICMP errors on it, udp(7)); count it and let the next wakeup try again.
+    if (errno != EAGAIN && errno != EWOULDBLOCK) s->receive_errors++;
+    return false;
+  }
+  if (msg.msg_flags & MSG_TRUNC) {
+    // recvmsg(2): the datagram was longer than the buffer and the excess is lost. Never deliver part
+    // of a packet.
+    s->truncated++;
+    return true;
+  }
+
+  struct in_pktinfo info;
+  memset(&info, 0, sizeof info);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof info)) {
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+    }
+  }
+  s->received++;
+
+  // ip(7): ipi_ifindex is the interface the packet arrived on; ipi_addr the destination address in the
+  // IP header (255.255.255.255 for a limited broadcast); ipi_spec_dst the local address the kernel
+  // would answer from (the interface's address) - what a DHCP server puts in its server identifier.
+  char source[INET_ADDRSTRLEN], local[INET_ADDRSTRLEN], spec_dst[INET_ADDRSTRLEN];
+  size_t source_len = format_ipv4(from.sin_addr, source);
+  size_t local_len = format_ipv4(info.ipi_addr, local);
+  size_t spec_dst_len = format_ipv4(info.ipi_spec_dst, spec_dst);
+
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  bool go_on = true;
+  napi_value argv[6], undefined;
+  if (napi_create_buffer_copy(env, (size_t)n, s->recv_buf, NULL, &argv[0]) != napi_ok ||
+      napi_create_string_latin1(env, source, source_len, &argv[1]) != napi_ok ||
+      napi_create_uint32(env, ntohs(from.sin_port), &argv[2]) != napi_ok ||
+      napi_create_uint32(env, (uint32_t)info.ipi_ifindex, &argv[3]) != napi_ok ||
+      napi_create_string_latin1(env, local, local_len, &argv[4]) != napi_ok ||
+      napi_create_string_latin1(env, spec_dst, spec_dst_len, &argv[5]) != napi_ok ||
+      napi_get_undefined(env, &undefined) != napi_ok ||
+      napi_call_function(env, undefined, callback, 6, argv, NULL) != napi_ok) {
+    // The callback threw (or an allocation failed): no JS caller is on the stack to receive the
+    // exception, so it goes where Node sends any uncaught one ('uncaughtException', else exit).
+    bool pending = false;
+    napi_value error;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+      napi_fatal_exception(env, error);
+    }
+    go_on = false;
+  }
+  napi_close_handle_scope(env, scope);
+  return go_on;
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  udp_socket *s = handle->data;
+  napi_env env = s->env;
+  if (s->fd < 0) return;
+  // A poll error (status < 0) is not acted on here: recvmsg reports whatever is wrong with the socket.
+
+  napi_handle_scope scope;
+  napi_callback_scope callback_scope;
+  napi_value resource, callback;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_get_reference_value(env, s->self, &resource) != napi_ok || resource == NULL ||
+      napi_get_reference_value(env, s->callback, &callback) != napi_ok || callback == NULL ||
+      napi_open_callback_scope(env, resource, s->async_context, &callback_scope) != napi_ok) {
+    // Cannot happen while the socket is open (both references are strong). Stop rather than spin on a
+    // level-triggered fd we can never drain.
+    s->receive_errors++;
+    uv_poll_stop(&s->poll);
+    napi_close_handle_scope(env, scope);
+    return;
+  }
+  // One callback scope per batch: process.nextTick callbacks and promise jobs queued by the datagram
+  // callbacks run when it closes, as after any other I/O callback.
+  s->dispatching = true;
+  for (int i = 0; i < UDP_BATCH && s->fd >= 0; i++) {
+    if (!receive_one(s, callback)) break;
+  }
+  s->dispatching = false;
+  napi_close_callback_scope(env, callback_scope);
+  if (s->fd < 0 && s->async_context != NULL) {
+    napi_async_destroy(env, s->async_context);
+    s->async_context = NULL;
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static udp_socket *socket_arg(napi_env env, napi_value value) {
+  void *data = NULL;
+  if (napi_unwrap(env, value, &data) != napi_ok || data == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"socket\" argument must be a handle from udpOpen");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value number_value(napi_env env, double value) {
+  napi_value result = NULL;
+  napi_create_double(env, value, &result);
+  return result;
+}
+
+// Sets an int option. Returns 0 or the errno.
+static int set_int_option(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value) == 0 ? 0 : errno;
+}
+
+// udpOpen(address: string, port: number, device: string | null, broadcast: boolean, freebind: boolean,
+//         reuseAddress: boolean, onDatagram: (data, address, port, ifindex, localAddress, interfaceAddress) => void)
+//   -> handle (an object; pass it to udpSend/udpClose/udpStats/udpPort)
+// Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES, EPERM, EADDRNOTAVAIL, ...),
+// syscall naming the step that failed, path = the device or address:port it was about.
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpOpen(address, port, device, broadcast, freebind, reuseAddress, onDatagram) needs seven arguments");
+    return NULL;
+  }
+  struct in_addr address;
+  uint32_t port;
+  bool broadcast, freebind, reuse;
+  napi_valuetype callback_type;
+  if (!ipv4_arg(env, argv[0], "address", &address) || !uint_arg(env, argv[1], "port", 65535, &port) ||
+      !bool_arg(env, argv[3], "broadcast", &broadcast) || !bool_arg(env, argv[4], "freebind", &freebind) ||
+      !bool_arg(env, argv[5], "reuseAddress", &reuse)) {
+    return NULL;
+  }
+  NAPI_CALL(env, napi_typeof(env, argv[6], &callback_type));
+  if (callback_type != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"onDatagram\" argument must be a function");
+    return NULL;
+  }
+  char *device = NULL;
+  napi_valuetype device_type;
+  NAPI_CALL(env, napi_typeof(env, argv[2], &device_type));
+  if (device_type != napi_undefined && device_type != napi_null) {
+    device = ifname_arg(env, argv[2], "device", "setsockopt(SO_BINDTODEVICE)");
+    if (device == NULL) return NULL;
+  }
+  module_state *state = NULL;
+  uv_loop_t *loop = NULL;
+  if (napi_get_instance_data(env, (void **)&state) != napi_ok || state == NULL ||
+      napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) {
+    free(device);
+    napi_throw_error(env, NULL, "metalbox_native: no module state or event loop for this environment");
+    return NULL;
+  }
+
+  char where[INET_ADDRSTRLEN + 8];
+  char address_text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &address, address_text, sizeof address_text);
+  snprintf(where, sizeof where, "%s:%u", address_text, port);
+
+  int err = 0;
+  const char *syscall = "socket";
+  const char *path = where;
+  // socket(7), udp(7). Non-blocking (libuv tells us when to read; a send never waits) and close-on-exec.
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) err = errno;
+  // socket(7) SO_REUSEADDR: for UDP, every socket on the port must set it for a second bind to succeed.
+  // A socket bound to a device never conflicts with one bound to another device anyway.
+  if (err == 0 && reuse && (err = set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1)) != 0) syscall = "setsockopt(SO_REUSEADDR)";
+  // socket(7) SO_BINDTODEVICE: only packets received on this device reach the socket, and what it sends
+  // leaves through it. Its value is the NUL-terminated name. Unprivileged since Linux 5.7; before,
+  // CAP_NET_RAW (EPERM).
+  if (err == 0 && device != NULL && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, (socklen_t)strlen(device) + 1) != 0) {
+    err = errno;
+    syscall = "setsockopt(SO_BINDTODEVICE)";
+    path = device;
+  }
+  // socket(7) SO_BROADCAST: without it, sending to a broadcast address fails with EACCES.
+  if (err == 0 && broadcast && (err = set_int_option(fd, SOL_SOCKET, SO_BROADCAST, 1)) != 0) syscall = "setsockopt(SO_BROADCAST)";
+  // ip(7) IP_PKTINFO: every received datagram carries an in_pktinfo (arrival interface, addresses).
+  if (err == 0 && (err = set_int_option(fd, IPPROTO_IP, IP_PKTINFO, 1)) != 0) syscall = "setsockopt(IP_PKTINFO)";
+  // ip(7) IP_FREEBIND: bind to an address that is not (yet) configured locally, e.g. before DHCP or
+  // keepalived has put it on the interface.
+  if (err == 0 && freebind && (err = set_int_option(fd, IPPROTO_IP, IP_FREEBIND, 1)) != 0) syscall = "setsockopt(IP_FREEBIND)";
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr = address;
+  sa.sin_port = htons((uint16_t)port);
+  if (err == 0 && bind(fd, (const struct sockaddr *)&sa, sizeof sa) != 0) {
+    err = errno;
+    syscall = "bind";
+  }
+  socklen_t sa_len = sizeof sa;
+  if (err == 0 && getsockname(fd, (struct sockaddr *)&sa, &sa_len) != 0) {
+    err = errno;
+    syscall = "getsockname";
+  }
+  if (err != 0) {
+    if (fd >= 0) close(fd);
+    throw_errno(env, err, syscall, path);
+    free(device);
+    return NULL;
+  }
+  free(device);
+
+  udp_socket *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    close(fd);
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  atomic_fetch_add(&live_sockets, 1);
+  s->env = env;
+  s->fd = fd;
+  s->poll_closed = true;  // until uv_poll_init succeeds there is no handle to wait for
+  s->recv_buf = state->recv_buf;
+  s->port = ntohs(sa.sin_port);
+  s->poll.data = s;
+
+  // JS side first: each step can fail and is undone by release_socket(s, true) below.
+  napi_value handle, name;
+  bool ok = napi_create_object(env, &handle) == napi_ok &&
+            napi_create_reference(env, argv[6], 1, &s->callback) == napi_ok &&
+            napi_create_string_latin1(env, "metalbox.UdpSocket", NAPI_AUTO_LENGTH, &name) == napi_ok &&
+            napi_async_init(env, handle, name, &s->async_context) == napi_ok &&
+            napi_create_reference(env, handle, 1, &s->self) == napi_ok;
+  int uv_err = 0;
+  if (ok) {
+    // uv_poll_init(3) (libuv): watch the fd on this env's loop; UV_READABLE -> on_readable.
+    uv_err = uv_poll_init(loop, &s->poll, fd);
+    if (uv_err == 0) {
+      s->poll_live = true;
+      s->poll_closed = false;
+      uv_err = uv_poll_start(&s->poll, UV_READABLE, on_readable);
+    }
+    ok = uv_err == 0;
+  }
+  if (ok) ok = napi_wrap(env, handle, s, finalize_socket, NULL, NULL) == napi_ok;
+  if (!ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    release_socket(s, true);
+    // No wrap, so no finalizer will run: the uv_close callback (or we, now) free the struct.
+    s->collected = true;
+    if (s->poll_closed) free_socket(s);
+    if (!pending) {
+      if (uv_err != 0) throw_errno(env, -uv_err, "uv_poll_start", where);
+      else napi_throw_error(env, NULL, "metalbox_native: Node-API call failed in udpOpen");
+    }
+    return NULL;
+  }
+  // From here on the finalizer owns the struct together with the poll handle. Without the teardown
+  // hook, a worker ending with this socket open would crash the process: refuse to open instead.
+  if (napi_add_async_cleanup_hook(env, on_env_teardown, s, &s->cleanup_hook) != napi_ok) {
+    s->cleanup_hook = NULL;
+    release_socket(s, true);
+    napi_throw_error(env, NULL, "metalbox_native: napi_add_async_cleanup_hook failed");
+    return NULL;
+  }
+  return handle;
+}
+
+// udpSend(handle, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null)
+//   -> true when the kernel took the datagram, false when it was dropped because the socket's send
+//   queue is full (EAGAIN) or the kernel is out of buffers (ENOBUFS). Other failures throw (code =
+//   errno name): ENETUNREACH, EACCES (broadcast without SO_BROADCAST), EMSGSIZE, EINVAL, ...
+// With ifindex and/or sourceAddress an IP_PKTINFO control message goes along (ip(7)): ipi_ifindex picks
+// the outgoing interface - a broadcast to 255.255.255.255 leaves through that interface only, even
+// from a socket bound to no device - and ipi_spec_dst the source address.
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSend(socket, data, address, port, ifindex, sourceAddress) needs six arguments");
+    return NULL;
+  }
+  udp_socket *s = socket_arg(env, argv[0]);
+  if (s == NULL) return NULL;
+  bool is_buffer = false;
+  void *data = NULL;
+  size_t length = 0;
+  NAPI_CALL(env, napi_is_buffer(env, argv[1], &is_buffer));
+  if (!is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"data\" argument must be a Buffer");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_buffer_info(env, argv[1], &data, &length));
+  struct in_addr address;
+  uint32_t port, ifindex;
+  char *source_text = NULL;
+  struct in_addr source;
+  memset(&source, 0, sizeof source);
+  if (!ipv4_arg(env, argv[2], "address", &address) || !uint_arg(env, argv[3], "port", 65535, &port) ||
+      !uint_arg(env, argv[4], "ifindex", INT32_MAX, &ifindex) ||
+      !optional_cstring_arg(env, argv[5], "sourceAddress", &source_text)) {
+    return NULL;
+  }
+  if (source_text != NULL) {
+    int parsed = inet_pton(AF_INET, source_text, &source);
+    free(source_text);
+    if (parsed != 1) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "The \"sourceAddress\" argument must be an IPv4 address (a.b.c.d)");
+      return NULL;
+    }
+  }
+  char where[INET_ADDRSTRLEN + 8];
+  char address_text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &address, address_text, sizeof address_text);
+  snprintf(where, sizeof where, "%s:%u", address_text, port);
+  if (s->fd < 0) {
+    throw_errno(env, EBADF, "sendmsg", where);
+    return NULL;
+  }
+
+  struct sockaddr_in to;
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  to.sin_addr = address;
+  to.sin_port = htons((uint16_t)port);
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_name = &to;
+  msg.msg_namelen = sizeof to;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (ifindex != 0 || source.s_addr != INADDR_ANY) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    struct in_pktinfo pktinfo;
+    memset(&pktinfo, 0, sizeof pktinfo);
+    pktinfo.ipi_ifindex = (int)ifindex;
+    pktinfo.ipi_spec_dst = source;
+    memcpy(CMSG_DATA(c), &pktinfo, sizeof pktinfo);
+  }
+
+  ssize_t sent;
+  do {
+    sent = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  bool took = true;
+  if (sent < 0) {
+    int err = errno;
+    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+      throw_errno(env, err, "sendmsg", where);
+      return NULL;
+    }
+    // udp(7): the send buffer is full. Waiting would block the event loop; the caller counts the drop
+    // and the peer retransmits (DHCP, TFTP, DNS and NTP clients all do).
+    s->dropped++;
+    took = false;
+  } else {
+    s->sent++;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_get_boolean(env, took, &result));
+  return result;
+}
+
+// udpClose(handle): idempotent.
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpClose(socket) needs one argument");
+    return NULL;
+  }
+  udp_socket *s = socket_arg(env, argv[0]);
+  if (s == NULL) return NULL;
+  release_socket(s, true);
+  return NULL;
+}
+
+// udpStats(handle) -> { port, open, received, truncated, sent, dropped, kernelDropped, receiveErrors }
+static napi_value udp_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpStats(socket) needs one argument");
+    return NULL;
+  }
+  udp_socket *s = socket_arg(env, argv[0]);
+  if (s == NULL) return NULL;
+  napi_value result, open;
+  NAPI_CALL(env, napi_create_object(env, &result));
+  NAPI_CALL(env, napi_get_boolean(env, s->fd >= 0, &open));
+  // Counters go out as doubles: exact up to 2^53, which no counter here reaches.
+  const struct { const char *name; double value; } fields[] = {
+    {"port", s->port},
+    {"received", (double)s->received},
+    {"truncated", (double)s->truncated},
+    {"sent", (double)s->sent},
+    {"dropped", (double)s->dropped},
+    {"kernelDropped", s->fd >= 0 ? socket_drops(s->fd) : s->kernel_dropped},
+    {"receiveErrors", (double)s->receive_errors},
+  };
+  NAPI_CALL(env, napi_set_named_property(env, result, "open", open));
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    napi_value value = number_value(env, fields[i].value);
+    if (value == NULL) return NULL;
+    NAPI_CALL(env, napi_set_named_property(env, result, fields[i].name, value));
+  }
+  return result;
+}
+
+// udpSocketCount() -> socket structs not yet freed in this process (open, or closed and not yet
+// collected). For leak tests.
+static napi_value udp_socket_count(napi_env env, napi_callback_info info) {
+  return number_value(env, (double)atomic_load(&live_sockets));
+}
+
+// ---------------------------------------------------------------------------------------------
+// interfaces
+
+// ifNameToIndex(name: string) -> number, 0 when there is no such interface (if_nametoindex(3)).
+static napi_value if_name_to_index(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "ifNameToIndex(name) needs one argument");
+    return NULL;
+  }
+  char *name = cstring_arg(env, argv[0], "name");
+  if (name == NULL) return NULL;
+  unsigned int index = strlen(name) > 0 && strlen(name) < IFNAMSIZ ? if_nametoindex(name) : 0;
+  free(name);
+  napi_value result;
+  NAPI_CALL(env, napi_create_uint32(env, index, &result));
+  return result;
+}
+
+// ifIndexToName(index: number) -> string, or undefined when no interface has that index (if_indextoname(3)).
+static napi_value if_index_to_name(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "ifIndexToName(index) needs one argument");
+    return NULL;
+  }
+  uint32_t index;
+  if (!uint_arg(env, argv[0], "index", INT32_MAX, &index)) return NULL;
+  char name[IF_NAMESIZE];
+  napi_value result;
+  if (index == 0 || if_indextoname(index, name) == NULL) {
+    NAPI_CALL(env, napi_get_undefined(env, &result));
+  } else {
+    NAPI_CALL(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &result));
+  }
+  return result;
+}
+
+// arpAdd(ifname: string, ip: string, mac: Buffer(6)): adds (or replaces) the neighbour entry ip -> mac on
+// ifname. arp(7) SIOCSARP with ATF_COM ("complete": the hardware address is valid) and without
+// ATF_PERM: the entry is an ordinary dynamic one that ages out. RFC 2131 §4.1: a server may unicast an
+// OFFER/ACK to yiaddr/chaddr before the client can answer ARP for yiaddr; this is how the kernel learns
+// where that unicast goes. Needs CAP_NET_ADMIN (EPERM). Throws with code = errno name
+// (ENODEV: no such interface; EINVAL: the interface is not Ethernet-like).
+static napi_value arp_add(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "arpAdd(ifname, ip, mac) needs three arguments");
+    return NULL;
+  }
+  struct in_addr ip;
+  bool is_buffer = false;
+  void *mac = NULL;
+  size_t mac_len = 0;
+  if (!ipv4_arg(env, argv[1], "ip", &ip)) return NULL;
+  NAPI_CALL(env, napi_is_buffer(env, argv[2], &is_buffer));
+  if (is_buffer) NAPI_CALL(env, napi_get_buffer_info(env, argv[2], &mac, &mac_len));
+  if (!is_buffer || mac_len != 6) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "The \"mac\" argument must be a Buffer of 6 bytes");
+    return NULL;
+  }
+  char *ifname = ifname_arg(env, argv[0], "ifname", "ioctl(SIOCSARP)");
+  if (ifname == NULL) return NULL;
+
+  struct arpreq req;
+  memset(&req, 0, sizeof req);
+  struct sockaddr_in *pa = (struct sockaddr_in *)&req.arp_pa;
+  pa->sin_family = AF_INET;
+  pa->sin_addr = ip;
+  // The kernel checks arp_ha.sa_family against the device type: Ethernet, VLAN and bridge devices are all
+  // ARPHRD_ETHER.
+  req.arp_ha.sa_family = ARPHRD_ETHER;
+  memcpy(req.arp_ha.sa_data, mac, 6);
+  req.arp_flags = ATF_COM;
+  memcpy(req.arp_dev, ifname, strlen(ifname) + 1);  // ifname_arg: shorter than IFNAMSIZ == sizeof arp_dev
+
+  int err = 0;
+  // Any AF_INET socket carries the ioctl (netdevice(7), arp(7)).
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = errno;
+  } else {
+    if (ioctl(fd, SIOCSARP, &req) != 0) err = errno;
+    close(fd);
+  }
+  if (err != 0) throw_errno(env, err, fd < 0 ? "socket" : "ioctl(SIOCSARP)", ifname);
+  free(ifname);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 // module
 
+static void finalize_state(napi_env env, void *data, void *hint) {
+  free(data);
+}
+
 NAPI_MODULE_INIT() {
+  // Per-env state (see module_state). Set before the exports exist, so no socket can open without it.
+  module_state *state = malloc(sizeof *state);
+  if (state == NULL) {
+    throw_errno(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  if (napi_set_instance_data(env, state, finalize_state, NULL) != napi_ok) {
+    free(state);
+    napi_throw_error(env, NULL, "metalbox_native: napi_set_instance_data failed");
+    return NULL;
+  }
   const napi_property_descriptor exports_table[] = {
     {"sdNotify", NULL, sd_notify, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSocketCount", NULL, udp_socket_count, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ifNameToIndex", NULL, if_name_to_index, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ifIndexToName", NULL, if_index_to_name, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"arpAdd", NULL, arp_add, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof exports_table / sizeof exports_table[0], exports_table));
   return exports;

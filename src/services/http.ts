@@ -12,7 +12,7 @@ export class HttpService implements Service {
 
   async start(): Promise<void> {
     try {
-      await this.app.listen({ host: this.listen.host, port: this.listen.port, listenTextResolver: () => '' });
+      await this.app.listen({ host: this.listen.host, port: this.listen.port });
     } catch (err) {
       throw new MetalboxError('SERVICE_START_FAILED', `http: cannot listen on ${this.listen.host}:${this.listen.port}: ${errnoCode(err) ?? (err as Error).message}`, { cause: err });
     }

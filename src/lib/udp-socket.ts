@@ -1,0 +1,239 @@
+// IPv4 UDP sockets that know their interface: the one socket type of DHCP, proxyDHCP, TFTP, DNS and NTP.
+//
+// node:dgram cannot bind a socket to a device (SO_BINDTODEVICE) nor say on which interface a datagram
+// arrived (IP_PKTINFO), and a socket bound to an interface address never sees a broadcast DHCPDISCOVER.
+// So these sockets come from our native module (src/native/metalbox.c): one socket per provisioning
+// interface on 0.0.0.0:67 bound to that device hears exactly that device's broadcasts (a VLAN
+// sub-interface or a bridge is a device of its own), every datagram carries its arrival interface and
+// addresses, and a reply can be sent out of a chosen interface even from a socket bound to no device.
+//
+// This file is the only one that knows the native API; services use openUdpSocket and never node:dgram.
+//
+// Behaviour worth knowing:
+// - Receiving runs on the event loop (libuv polls the fd); at most 64 datagrams are handled per wakeup,
+//   so a flooded socket cannot starve timers or other sockets. What the kernel drops meanwhile (a full
+//   receive queue) shows in stats().kernelDropped.
+// - Sending never waits: a full send queue drops the datagram and send() returns false (counted in
+//   stats().dropped); clients of every protocol served here retransmit.
+// - onDatagram runs synchronously per datagram; an exception thrown from it is an uncaught exception
+//   (like one thrown from a node:dgram 'message' listener). Services catch their own errors.
+// - An open socket keeps the process alive and is not garbage-collected, even when unreferenced;
+//   close() releases it (idempotent). Sockets still open when the process or worker ends are closed.
+import { isIP } from 'node:net';
+import { loadAddon } from './addon.ts';
+import { errnoCode, MetalboxError } from './errors.ts';
+
+export interface Datagram {
+  data: Buffer;
+  /** Source address and port. */
+  address: string;
+  port: number;
+  /** Interface the datagram arrived on (ip(7) ipi_ifindex): the VLAN sub-interface or bridge, not the port below it. */
+  ifindex: number;
+  /** Destination address in the IP header (ipi_addr): 255.255.255.255 for a broadcast, else the address the sender used. */
+  localAddress: string;
+  /**
+   * The local address the kernel would answer from (ipi_spec_dst): the receiving interface's address
+   * even for a broadcast. Beyond the issue's Datagram: it saves the DHCP server a lookup for its
+   * server identifier (RFC 2132 §9.7) and a DNS/NTP server the choice of reply source.
+   */
+  interfaceAddress: string;
+}
+
+export interface UdpSocketOptions {
+  port: number;
+  /** Local IPv4 address to bind; default 0.0.0.0 (needed to hear broadcasts). */
+  address?: string;
+  /** Interface to bind to (SO_BINDTODEVICE): only datagrams that arrive on it are received. */
+  device?: string;
+  /** Allow sending to broadcast addresses (SO_BROADCAST). Default false. */
+  broadcast?: boolean;
+  /** Allow binding an address not (yet) configured on this host (IP_FREEBIND). Default false. */
+  freebind?: boolean;
+  /**
+   * SO_REUSEADDR, default true. Sockets bound to different devices never conflict; reuse matters
+   * only where a device-bound and an unbound socket (or two sockets on one device) share a port. With it,
+   * another process that also sets SO_REUSEADDR (dnsmasq does) can bind the same port without an
+   * error; set false to make such a bind fail with EADDRINUSE instead (fail fast at start).
+   */
+  reuseAddress?: boolean;
+}
+
+export interface UdpSendVia {
+  /** Send out of this interface (IP_PKTINFO ipi_ifindex); a broadcast then leaves on it only. */
+  ifindex?: number;
+  /** Source address of the datagram (ipi_spec_dst); must be one of ours (else SOCKET_SEND_FAILED, ENETUNREACH or EINVAL). */
+  sourceAddress?: string;
+}
+
+export interface UdpSocketStats {
+  /** Datagrams delivered to onDatagram. */
+  received: number;
+  /** Datagrams longer than 64 KiB, dropped (cannot happen over IPv4 with this buffer; counted anyway). */
+  truncated: number;
+  sent: number;
+  /** Sends refused because the send queue was full (EAGAIN) or the kernel had no buffers (ENOBUFS). */
+  dropped: number;
+  /** Datagrams for this socket the kernel dropped before we read them: a full receive queue, a bad checksum (SO_MEMINFO). */
+  kernelDropped: number;
+  /** Unexpected receive errors (none expected on an unconnected UDP socket). */
+  receiveErrors: number;
+}
+
+export interface UdpSocket {
+  /** The bound port (the kernel's choice when opened with port 0). */
+  readonly port: number;
+  /** The bound address. */
+  readonly address: string;
+  readonly device?: string;
+  /**
+   * Sends one datagram. Returns false when it was dropped because the send queue is full (the caller
+   * counts it); throws SOCKET_SEND_FAILED for other failures (no route, EACCES for a broadcast without
+   * `broadcast: true`, a non-local sourceAddress, the socket is closed).
+   */
+  send(data: Buffer, address: string, port: number, via?: UdpSendVia): boolean;
+  /** Stops receiving and closes the socket. Safe to call more than once. */
+  close(): void;
+  stats(): UdpSocketStats;
+}
+
+/** The native module's UDP part (src/native/metalbox.c). */
+interface NativeUdp {
+  udpOpen(address: string, port: number, device: string | null, broadcast: boolean, freebind: boolean, reuseAddress: boolean,
+    onDatagram: (data: Buffer, address: string, port: number, ifindex: number, localAddress: string, interfaceAddress: string) => void): object;
+  udpSend(socket: object, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null): boolean;
+  udpClose(socket: object): void;
+  udpStats(socket: object): UdpSocketStats & { port: number; open: boolean };
+  udpSocketCount(): number;
+  ifNameToIndex(name: string): number;
+  ifIndexToName(index: number): string | undefined;
+  arpAdd(ifname: string, ip: string, mac: Buffer): void;
+}
+
+// Loaded on first use: commands that open no socket never dlopen the module.
+let native: NativeUdp | undefined;
+function udp(): NativeUdp {
+  native ??= loadAddon('metalbox_native') as NativeUdp;
+  return native;
+}
+
+/** An errno name from the native module ("ERRNO_<n>" for one it has no name for); anything else passes through. */
+const SYSTEM_ERROR = /^(E[A-Z0-9]+|ERRNO_\d+)$/;
+
+/** What an errno means for someone opening a socket; the message must say what to fix. */
+const OPEN_HINTS: Record<string, string> = {
+  ENODEV: 'no such network interface',
+  EADDRINUSE: 'the port is already in use by another socket',
+  EADDRNOTAVAIL: 'the address is not configured on this host (freebind allows that)',
+  EACCES: 'not permitted: ports below 1024 need CAP_NET_BIND_SERVICE, which root has',
+  EPERM: 'not permitted: binding to a device needs CAP_NET_RAW on kernels before 5.7',
+};
+
+/**
+ * Opens a UDP socket and starts delivering datagrams to `onDatagram`. Throws MetalboxError
+ * SOCKET_OPEN_FAILED (naming device, address, port and errno; `cause` is the system error) when the
+ * socket cannot be opened, and TypeError/RangeError for malformed options (caller bugs).
+ */
+export function openUdpSocket(options: UdpSocketOptions, onDatagram: (d: Datagram) => void): UdpSocket {
+  const address = options.address ?? '0.0.0.0';
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`port must be an integer from 0 to 65535, got ${options.port}`);
+  if (isIP(address) !== 4) throw new TypeError(`address must be an IPv4 address, got ${JSON.stringify(address)}`);
+  if (options.device !== undefined && (typeof options.device !== 'string' || options.device === '')) throw new TypeError('device must be a non-empty interface name');
+  if (typeof onDatagram !== 'function') throw new TypeError('onDatagram must be a function');
+
+  const device = options.device;
+  const where = `${address}:${options.port}${device === undefined ? '' : ` on ${device}`}`;
+  let handle: object;
+  try {
+    handle = udp().udpOpen(address, options.port, device ?? null, options.broadcast ?? false, options.freebind ?? false, options.reuseAddress ?? true,
+      (data, from, port, ifindex, localAddress, interfaceAddress) => onDatagram({ data, address: from, port, ifindex, localAddress, interfaceAddress }));
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === undefined || !SYSTEM_ERROR.test(code)) throw err;
+    const hint = OPEN_HINTS[code];
+    throw new MetalboxError('SOCKET_OPEN_FAILED', `cannot open UDP socket ${where}: ${code}${hint === undefined ? '' : ` (${hint})`}`, {
+      cause: err,
+      details: { address, port: options.port, device, errno: code },
+    });
+  }
+  const port = udp().udpStats(handle).port;
+  const local = `${address}:${port}${device === undefined ? '' : ` on ${device}`}`;
+  let closed = false;
+
+  return {
+    port,
+    address,
+    ...(device === undefined ? {} : { device }),
+    send(data, to, toPort, via) {
+      if (closed) throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send to ${to}:${toPort} from ${local}: the socket is closed`, { details: { to, port: toPort } });
+      if (isIP(to) !== 4) throw new TypeError(`address must be an IPv4 address, got ${JSON.stringify(to)}`);
+      if (via?.sourceAddress !== undefined && isIP(via.sourceAddress) !== 4) throw new TypeError(`sourceAddress must be an IPv4 address, got ${JSON.stringify(via.sourceAddress)}`);
+      try {
+        return udp().udpSend(handle, data, to, toPort, via?.ifindex ?? 0, via?.sourceAddress ?? null);
+      } catch (err) {
+        const code = errnoCode(err);
+        if (code === undefined || !SYSTEM_ERROR.test(code)) throw err;
+        throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send to ${to}:${toPort} from ${local}: ${code}`, {
+          cause: err,
+          details: { to, port: toPort, ifindex: via?.ifindex, sourceAddress: via?.sourceAddress, errno: code },
+        });
+      }
+    },
+    close() {
+      closed = true;
+      udp().udpClose(handle);
+    },
+    stats() {
+      const { received, truncated, sent, dropped, kernelDropped, receiveErrors } = udp().udpStats(handle);
+      return { received, truncated, sent, dropped, kernelDropped, receiveErrors };
+    },
+  };
+}
+
+/** The index of a network interface (if_nametoindex(3)); undefined when there is none by that name. */
+export function ifIndex(name: string): number | undefined {
+  const index = udp().ifNameToIndex(name);
+  return index === 0 ? undefined : index;
+}
+
+/** The name of the interface with this index (if_indextoname(3)); undefined when there is none. */
+export function ifName(index: number): string | undefined {
+  if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) return undefined;
+  return udp().ifIndexToName(index);
+}
+
+const MAC = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/i;
+
+/**
+ * Adds (or replaces) the ARP entry ip -> mac on `ifname`, so a unicast to `ip` goes to `mac` without an
+ * ARP request first: RFC 2131 §4.1 lets a server unicast an OFFER/ACK to yiaddr/chaddr before the
+ * client can answer ARP for that address. The entry is a normal dynamic one and ages out.
+ * Throws SOCKET_SEND_FAILED (it exists to make a send possible) with the errno: ENODEV, EPERM (needs
+ * CAP_NET_ADMIN), EINVAL (not an Ethernet-like interface); TypeError for a malformed ip or mac.
+ */
+export function arpAdd(ifname: string, ip: string, mac: string | Buffer): void {
+  if (isIP(ip) !== 4) throw new TypeError(`ip must be an IPv4 address, got ${JSON.stringify(ip)}`);
+  let bytes: Buffer;
+  if (typeof mac === 'string') {
+    if (!MAC.test(mac)) throw new TypeError(`mac must look like 52:54:00:12:34:56, got ${JSON.stringify(mac)}`);
+    bytes = Buffer.from(mac.replace(/[:-]/g, ''), 'hex');
+  } else {
+    bytes = mac;
+  }
+  if (bytes.length !== 6) throw new TypeError(`mac must be 6 bytes, got ${bytes.length}`);
+  try {
+    udp().arpAdd(ifname, ip, bytes);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === undefined || !SYSTEM_ERROR.test(code)) throw err;
+    throw new MetalboxError('SOCKET_SEND_FAILED', `cannot add ARP entry ${ip} -> ${bytes.toString('hex').replace(/(..)(?!$)/g, '$1:')} on ${ifname}: ${code}`, {
+      cause: err,
+      details: { ifname, ip, errno: code },
+    });
+  }
+}
+
+/** Native socket structs not yet freed in this process (open, or closed and not yet collected). For leak tests. */
+export function udpSocketsAllocated(): number {
+  return udp().udpSocketCount();
+}

@@ -1,0 +1,368 @@
+// DHCPv4 messages: the RFC 2131 §2 header, the options field with its cookie (§3), option overload into
+// `file`/`sname` (RFC 2132 §9.3) and long options split and joined (RFC 3396). Pure: Buffer in, values out.
+import { ByteReader } from '../../lib/bytes.ts';
+import { MetalboxError, type ErrorCode } from '../../lib/errors.ts';
+import { formatIPv4 } from '../../lib/ipv4.ts';
+import {
+  BOOTP_MIN_LENGTH,
+  HEADER,
+  IP_UDP_HEADERS,
+  MAGIC_COOKIE,
+  MIN_MAX_MESSAGE_SIZE,
+  OPTION,
+} from './constants.ts';
+import { decodeOptionInto, encodeOptionValues, ipv4ToUint, OptionError } from './options.ts';
+import type { DhcpOptions, DhcpPacket } from './types.ts';
+
+const PAD = 0;
+const END = 255;
+const OPTION_OVERLOAD = OPTION.OVERLOAD;
+const OPTION_MESSAGE_TYPE = OPTION.MESSAGE_TYPE;
+const OPTION_SERVER_ID = OPTION.SERVER_ID;
+// Read once: module constants used on every packet.
+const {
+  OP: HEADER_OP,
+  HTYPE: HEADER_HTYPE,
+  HLEN: HEADER_HLEN,
+  HOPS: HEADER_HOPS,
+  XID: HEADER_XID,
+  SECS: HEADER_SECS,
+  FLAGS: HEADER_FLAGS,
+  CIADDR: HEADER_CIADDR,
+  YIADDR: HEADER_YIADDR,
+  SIADDR: HEADER_SIADDR,
+  GIADDR: HEADER_GIADDR,
+  CHADDR: HEADER_CHADDR,
+  CHADDR_LEN,
+  SNAME: HEADER_SNAME,
+  SNAME_LEN,
+  FILE: HEADER_FILE,
+  FILE_LEN,
+  COOKIE: HEADER_COOKIE,
+  OPTIONS: HEADER_OPTIONS,
+} = HEADER;
+
+/** RFC 2132 §9.3 option 52 values: which header fields carry options. */
+const OVERLOAD_FILE = 1;
+const OVERLOAD_SNAME = 2;
+
+type Field = 'options' | 'file' | 'sname';
+
+function fail(code: ErrorCode, message: string, offset: number, option?: number): MetalboxError {
+  const details: Record<string, unknown> = { offset };
+  if (option !== undefined) details.option = option;
+  return new MetalboxError(code, `DHCP: ${message} (offset ${offset})`, { details });
+}
+
+const headerCutShort = (offset: number): MetalboxError => fail('DHCP_TRUNCATED', 'header cut short', offset);
+
+/** One option code's instances, in the order RFC 3396 concatenates them. */
+interface Gathered {
+  code: number;
+  /** Wire offset of the first instance's data. */
+  offset: number;
+  data: Buffer;
+  /** Further instances (rare): their data and wire offsets. */
+  more: { offsets: number[]; parts: Buffer[] } | undefined;
+}
+
+interface Gathering {
+  /** Entries in first-appearance order. */
+  list: Gathered[];
+  /** The entry of each code seen so far. */
+  byCode: (Gathered | undefined)[];
+  overload: number;
+}
+
+/**
+ * Collects the options of one field. Pad is skipped; End stops the field. A field without End is accepted
+ * (QUIRK: many clients, and BOOTP relays that trim, leave it out) but an option whose length octet or data
+ * would run past the field's end is DHCP_OPTION_OVERRUN.
+ */
+function gather(buf: Buffer, start: number, end: number, field: Field, g: Gathering): void {
+  let optionAt = start;
+  const r = new ByteReader(buf, {
+    start,
+    end,
+    fail: () => fail('DHCP_OPTION_OVERRUN', `option ${buf[optionAt]} runs past the end of the ${field} field`, optionAt, buf[optionAt]),
+  });
+  while (!r.atEnd()) {
+    optionAt = r.offset;
+    const code = r.u8();
+    if (code === PAD) continue;
+    if (code === END) return;
+    const data = r.bytes(r.u8());
+    if (code === OPTION_OVERLOAD) {
+      // RFC 2131 §4.1: option 52 appears only in the options field; more than one would be ambiguous.
+      if (field !== 'options') throw fail('DHCP_BAD_OVERLOAD', `option 52 inside the ${field} field`, optionAt, code);
+      if (g.overload !== 0) throw fail('DHCP_BAD_OVERLOAD', 'option 52 appears twice', optionAt, code);
+      const v = data.length === 1 ? data[0]! : 0;
+      if (v < 1 || v > 3) throw fail('DHCP_BAD_OVERLOAD', `option 52 must be one octet 1..3, got ${data.length === 1 ? v : `${data.length} octets`}`, optionAt, code);
+      g.overload = v;
+      continue;
+    }
+    const seen = g.byCode[code];
+    if (seen === undefined) {
+      const entry: Gathered = { code, offset: optionAt + 2, data, more: undefined };
+      g.byCode[code] = entry;
+      g.list.push(entry);
+    } else if (seen.more === undefined) {
+      seen.more = { offsets: [optionAt + 2], parts: [data] };
+    } else {
+      seen.more.offsets.push(optionAt + 2);
+      seen.more.parts.push(data);
+    }
+  }
+}
+
+/** Maps an offset inside concatenated option data back to the wire. */
+function wireOffset(g: Gathered, at: number): number {
+  if (g.more === undefined || at < g.data.length) return g.offset + at;
+  let rest = at - g.data.length;
+  const { offsets, parts } = g.more;
+  for (let i = 0; i < parts.length; i++) {
+    if (rest < parts[i]!.length || i === parts.length - 1) return offsets[i]! + rest;
+    rest -= parts[i]!.length;
+  }
+  return g.offset;
+}
+
+function cString(buf: Buffer, start: number, len: number): string {
+  let end = start;
+  while (end < start + len && buf[end] !== 0) end++;
+  return buf.toString('latin1', start, end);
+}
+
+/**
+ * Decodes a DHCPv4 message (a UDP payload). Throws MetalboxError with a DHCP_* code and `details.offset`
+ * (and `details.option` for option errors) on anything malformed; never reads a byte before checking it exists.
+ */
+export function decodeDhcp(buf: Buffer): DhcpPacket {
+  if (buf.length < HEADER_OPTIONS) {
+    throw fail('DHCP_TRUNCATED', `${buf.length} octets, shorter than the ${HEADER_OPTIONS}-octet header and cookie`, buf.length);
+  }
+  const r = new ByteReader(buf, { end: HEADER_OPTIONS, fail: headerCutShort });
+  const op = r.u8();
+  if (op !== 1 && op !== 2) throw fail('DHCP_BAD_HEADER', `op ${op} is neither BOOTREQUEST nor BOOTREPLY`, HEADER_OP);
+  const htype = r.u8();
+  const hlen = r.u8();
+  if (hlen > CHADDR_LEN) throw fail('DHCP_BAD_HEADER', `hlen ${hlen} is longer than chaddr`, HEADER_HLEN);
+  const hops = r.u8();
+  const xid = r.u32();
+  const secs = r.u16();
+  const flags = r.u16();
+  const ciaddr = formatIPv4(r.u32());
+  const yiaddr = formatIPv4(r.u32());
+  const siaddr = formatIPv4(r.u32());
+  const giaddr = formatIPv4(r.u32());
+  const chaddr = r.copy(CHADDR_LEN);
+  r.skip(SNAME_LEN + FILE_LEN);
+  // RFC 2131 §3: the options field starts with the cookie; a plain BOOTP message (RFC 951) has none.
+  if (r.u32() !== MAGIC_COOKIE) throw fail('DHCP_BAD_COOKIE', 'no magic cookie 99.130.83.99', HEADER_COOKIE);
+
+  // RFC 3396: the aggregate option buffer is the options field, then file, then sname.
+  const g: Gathering = { list: [], byCode: new Array<Gathered | undefined>(256), overload: 0 };
+  gather(buf, HEADER_OPTIONS, buf.length, 'options', g);
+  if (g.overload & OVERLOAD_FILE) gather(buf, HEADER_FILE, HEADER_FILE + FILE_LEN, 'file', g);
+  if (g.overload & OVERLOAD_SNAME) gather(buf, HEADER_SNAME, HEADER_SNAME + SNAME_LEN, 'sname', g);
+
+  const options: DhcpOptions = { other: new Map() };
+  for (const entry of g.list) {
+    const data = entry.more === undefined ? entry.data : Buffer.concat([entry.data, ...entry.more.parts]);
+    try {
+      decodeOptionInto(options, entry.code, data);
+    } catch (err) {
+      if (!(err instanceof OptionError)) throw err;
+      const offset = err.at === undefined ? entry.offset - 2 : wireOffset(entry, err.at);
+      throw fail('DHCP_BAD_OPTION', `option ${entry.code}: ${err.message}`, offset, entry.code);
+    }
+  }
+  const overload = g.overload;
+
+  return {
+    op,
+    htype,
+    hlen,
+    hops,
+    xid,
+    secs,
+    flags,
+    ciaddr,
+    yiaddr,
+    siaddr,
+    giaddr,
+    chaddr,
+    sname: overload & OVERLOAD_SNAME ? '' : cString(buf, HEADER_SNAME, SNAME_LEN),
+    file: overload & OVERLOAD_FILE ? '' : cString(buf, HEADER_FILE, FILE_LEN),
+    options,
+  };
+}
+
+// ---- encoding ----
+
+export interface EncodeOptions {
+  /**
+   * The largest message the receiver accepts, as an IP datagram size like option 57 (RFC 2132 §9.10: the
+   * IP and UDP headers count), so the UDP payload is at most maxSize - 28. Default and floor 576 (RFC 2131 §2:
+   * every client takes that; option 57 values below it are not legal and are raised to it).
+   */
+  maxSize?: number;
+}
+
+function checkInt(field: string, v: number, max: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new TypeError(`DHCP header ${field}: ${v} is not 0..${max}`);
+}
+
+function writeIp(out: Buffer, at: number, field: string, text: string): void {
+  const n = ipv4ToUint(text);
+  if (n === undefined) throw new TypeError(`DHCP header ${field}: ${JSON.stringify(text)} is not an IPv4 address`);
+  out.writeUInt32BE(n, at);
+}
+
+function writeText(out: Buffer, at: number, len: number, field: string, text: string): void {
+  if (typeof text !== 'string' || (text !== '' && /[^\x00-\xff]/.test(text))) throw new TypeError(`DHCP header ${field}: not latin1 text`);
+  // A string filling the whole field has no NUL; the decoder stops at the field end.
+  if (text.length > len) throw new TypeError(`DHCP header ${field}: ${text.length} octets do not fit ${len}`);
+  out.write(text, at, text.length, 'latin1');
+}
+
+/** Writes one option instance (code, length, data[start, end)) at `at`; returns the next position. */
+function putInstance(out: Buffer, at: number, code: number, data: Buffer, start: number, end: number): number {
+  out[at] = code;
+  out[at + 1] = end - start;
+  let p = at + 2;
+  // Most values are a few octets: a loop beats Buffer#copy's call overhead there.
+  if (end - start <= 32) for (let k = start; k < end; k++) out[p++] = data[k]!;
+  else p += data.copy(out, p, start, end);
+  return p;
+}
+
+/**
+ * Encodes a message. Options go out 53, 54, then ascending, 82 last; values over 255 octets are split into
+ * several instances (RFC 3396). When they do not fit `maxSize`, they overflow into `file`, then `sname`
+ * (option 52), if those are empty; if they still do not fit, or a value cannot be encoded, that is a caller
+ * bug (TypeError).
+ */
+export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
+  if (p.op !== 1 && p.op !== 2) throw new TypeError(`DHCP header op: ${String(p.op)} is not 1 or 2`);
+  checkInt('htype', p.htype, 0xff);
+  checkInt('hlen', p.hlen, CHADDR_LEN);
+  checkInt('hops', p.hops, 0xff);
+  checkInt('xid', p.xid, 0xffffffff);
+  checkInt('secs', p.secs, 0xffff);
+  checkInt('flags', p.flags, 0xffff);
+  if (!Buffer.isBuffer(p.chaddr) || p.chaddr.length > CHADDR_LEN) throw new TypeError('DHCP header chaddr: not a Buffer of at most 16 octets');
+  const maxSize = opts?.maxSize ?? MIN_MAX_MESSAGE_SIZE;
+  if (!Number.isInteger(maxSize) || maxSize < 0) throw new TypeError(`encodeDhcp: maxSize ${maxSize} is not an integer`);
+  const payloadMax = Math.max(maxSize, MIN_MAX_MESSAGE_SIZE) - IP_UDP_HEADERS;
+
+  // Instances: option k's value split into pieces of at most 255 octets (RFC 3396), as flat arrays.
+  const { data, codes, bounds } = encodeOptionValues(p.options);
+  const instCode: number[] = [];
+  const instStart: number[] = [];
+  const instEnd: number[] = [];
+  let total = 0;
+  for (let k = 0; k < codes.length; k++) {
+    const end = bounds[2 * k + 1]!;
+    let at = bounds[2 * k]!;
+    do {
+      const stop = Math.min(end, at + 255);
+      instCode.push(codes[k]!);
+      instStart.push(at);
+      instEnd.push(stop);
+      total += 2 + stop - at;
+      at = stop;
+    } while (at < end);
+  }
+
+  // Which field each instance goes to: 0 options, 1 file, 2 sname.
+  const fieldOf = new Uint8Array(instCode.length);
+  // Room for options in the options field, leaving one octet for End.
+  const room = payloadMax - HEADER_OPTIONS - 1;
+  let overload = 0;
+  let optionsLength = total + 1;
+  if (total > room) {
+    const fileFree = p.file === '';
+    const snameFree = p.sname === '';
+    if (!fileFree && !snameFree) throw new TypeError(`encodeDhcp: ${total} octets of options do not fit ${room} and file and sname are in use`);
+    // First fit, options field first with 3 octets kept for option 52 itself; each code's instances stay in
+    // options -> file -> sname order so that the receiver joins them as they were split (RFC 3396).
+    const rooms = [room - 3, fileFree ? FILE_LEN - 1 : -1, snameFree ? SNAME_LEN - 1 : -1];
+    const lastField = new Uint8Array(256);
+    optionsLength = 3 + 1;
+    for (let i = 0; i < instCode.length; i++) {
+      const need = 2 + instEnd[i]! - instStart[i]!;
+      let f = lastField[instCode[i]!]!;
+      while (f < 3 && rooms[f]! < need) f++;
+      if (f === 3) throw new TypeError(`encodeDhcp: options do not fit ${payloadMax} octets even with file/sname overload`);
+      rooms[f]! -= need;
+      fieldOf[i] = f;
+      lastField[instCode[i]!] = f;
+      if (f === 0) optionsLength += need;
+      else overload |= f === 1 ? OVERLOAD_FILE : OVERLOAD_SNAME;
+    }
+  }
+
+  // QUIRK(firmware): a BOOTP message is 300 octets (RFC 951: the 64-octet vend field), and some PXE ROMs and
+  // BOOTP relays drop shorter replies; pad with zeros up to it, as ISC dhcpd does (BOOTP_MIN_LEN).
+  const out = Buffer.alloc(Math.max(HEADER_OPTIONS + optionsLength, BOOTP_MIN_LENGTH));
+  out[HEADER_OP] = p.op;
+  out[HEADER_HTYPE] = p.htype;
+  out[HEADER_HLEN] = p.hlen;
+  out[HEADER_HOPS] = p.hops;
+  out.writeUInt32BE(p.xid, HEADER_XID);
+  out.writeUInt16BE(p.secs, HEADER_SECS);
+  out.writeUInt16BE(p.flags, HEADER_FLAGS);
+  writeIp(out, HEADER_CIADDR, 'ciaddr', p.ciaddr);
+  writeIp(out, HEADER_YIADDR, 'yiaddr', p.yiaddr);
+  writeIp(out, HEADER_SIADDR, 'siaddr', p.siaddr);
+  writeIp(out, HEADER_GIADDR, 'giaddr', p.giaddr);
+  p.chaddr.copy(out, HEADER_CHADDR);
+  if (!(overload & OVERLOAD_SNAME)) writeText(out, HEADER_SNAME, SNAME_LEN, 'sname', p.sname);
+  if (!(overload & OVERLOAD_FILE)) writeText(out, HEADER_FILE, FILE_LEN, 'file', p.file);
+  out.writeUInt32BE(MAGIC_COOKIE, HEADER_COOKIE);
+
+  // Write positions per field; fields that carry no options keep their text.
+  const pos: number[] = [HEADER_OPTIONS, HEADER_FILE, HEADER_SNAME];
+  let i = 0;
+  if (overload) {
+    // 53 and 54 keep their places at the front; 52 follows them.
+    while (i < instCode.length && i < 2 && (instCode[i] === OPTION_MESSAGE_TYPE || instCode[i] === OPTION_SERVER_ID)) {
+      pos[0] = putInstance(out, pos[0]!, instCode[i]!, data, instStart[i]!, instEnd[i]!);
+      i++;
+    }
+    out[pos[0]!] = OPTION_OVERLOAD;
+    out[pos[0]! + 1] = 1;
+    out[pos[0]! + 2] = overload;
+    pos[0]! += 3;
+  }
+  for (; i < instCode.length; i++) {
+    const f = fieldOf[i]!;
+    pos[f] = putInstance(out, pos[f]!, instCode[i]!, data, instStart[i]!, instEnd[i]!);
+  }
+  out[pos[0]!] = END;
+  if (overload & OVERLOAD_FILE) out[pos[1]!] = END;
+  if (overload & OVERLOAD_SNAME) out[pos[2]!] = END;
+  return out;
+}
+
+// ---- client identity ----
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** The hardware address, `hlen` octets of chaddr as lower-case colon hex ("52:54:00:12:34:56" for Ethernet). */
+export function hwAddress(p: Pick<DhcpPacket, 'chaddr' | 'hlen'>): string {
+  const n = Math.min(p.hlen, p.chaddr.length, CHADDR_LEN);
+  let s = '';
+  for (let i = 0; i < n; i++) s += i === 0 ? HEX[p.chaddr[i]!]! : `:${HEX[p.chaddr[i]!]!}`;
+  return s;
+}
+
+/**
+ * The key metalbox files a client under: the MAC for Ethernet (htype 1, hlen 6), exactly as `hwAddress`;
+ * for any other hardware type `"<htype>/<hwAddress>"`, so it can never collide with a MAC.
+ */
+export function clientKey(p: Pick<DhcpPacket, 'chaddr' | 'hlen' | 'htype'>): string {
+  const hw = hwAddress(p);
+  return p.htype === 1 && p.hlen === 6 ? hw : `${p.htype}/${hw}`;
+}

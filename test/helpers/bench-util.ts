@@ -1,0 +1,114 @@
+// Helpers for the benchmarks in test/bench (PEERS.md): a server's CPU time and peak memory read from /proc,
+// the kernel's UDP counters of a namespace, percentiles and medians, a plain-text table, a scratch directory on
+// a real disk, and a cleanup that runs however the run ends (normal exit, an exception, Ctrl-C).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+let clockTicks: number | undefined;
+
+/** USER_HZ, the unit of utime/stime in /proc/PID/stat (proc(5)); 100 on every Linux we run on. */
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+    clockTicks = Number.isInteger(n) && n > 0 ? n : 100;
+  }
+  return clockTicks;
+}
+
+export interface ProcSample {
+  /** utime + stime of every thread of the process so far, seconds (resolution 1/USER_HZ). */
+  cpuSeconds: number;
+  /** VmHWM: the peak resident set since the process started, KiB. */
+  peakRssKiB: number;
+  /** comm: the executable's name (15 bytes at most). */
+  comm: string;
+}
+
+/** CPU time, peak RSS and name of a live process; undefined when it is gone. */
+export function procSample(pid: number): ProcSample | undefined {
+  let stat: string;
+  let status: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // proc(5): "pid (comm) state ..."; comm may hold spaces and parentheses, so split after the last ')'.
+  const close = stat.lastIndexOf(')');
+  const fields = stat.slice(close + 2).split(' ');
+  // Fields 14 (utime) and 15 (stime), counted from 1 at pid; fields[0] here is field 3 (state).
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  const hwm = /^VmHWM:\s+(\d+) kB/m.exec(status);
+  return { cpuSeconds: ticks / ticksPerSecond(), peakRssKiB: hwm ? Number(hwm[1]) : 0, comm: stat.slice(stat.indexOf('(') + 1, close) };
+}
+
+/** The Udp: line of /proc/net/snmp (InDatagrams, RcvbufErrors, ...) as seen from inside a namespace. */
+export function udpCounters(ns?: string): Record<string, number> {
+  const text = ns
+    ? execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' })
+    : readFileSync('/proc/net/snmp', 'utf8');
+  const lines = text.split('\n').filter((l) => l.startsWith('Udp: '));
+  const names = (lines[0] ?? '').split(/\s+/).slice(1);
+  const values = (lines[1] ?? '').split(/\s+/).slice(1).map(Number);
+  return Object.fromEntries(names.map((n, i) => [n, values[i] ?? 0]));
+}
+
+/** Nearest-rank percentile (p in 0..100) of an ascending array; NaN when empty. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** Median of the finite values; NaN when there are none. */
+export function median(values: readonly number[]): number {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+/** Columns padded to their widest cell; the first column left-aligned, the others right-aligned. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+const TMPFS_MAGIC = 0x01021994;
+
+/** A directory on a real disk for state that is fsynced: fsync on tmpfs costs nothing and would flatter a durable writer. */
+export async function scratchRoot(): Promise<string> {
+  if ((await statfs(tmpdir())).type !== TMPFS_MAGIC) return tmpdir();
+  const dir = fileURLToPath(new URL('../../.cache/bench', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * Runs `cleanup` once when the process ends: normal exit, an uncaught exception, or SIGINT/SIGTERM/SIGHUP
+ * (after which the signal is re-raised, so the exit status still says what killed us). `cleanup` must be
+ * synchronous. Returns a function that runs it now and unregisters it.
+ */
+export function onCleanup(cleanup: () => void): () => void {
+  let done = false;
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const run = (): void => {
+    if (done) return;
+    done = true;
+    process.off('exit', run);
+    for (const s of signals) process.off(s, onSignal);
+    cleanup();
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    run();
+    process.kill(process.pid, signal);
+  };
+  process.on('exit', run);
+  for (const s of signals) process.once(s, onSignal);
+  return run;
+}
