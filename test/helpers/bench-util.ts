@@ -46,6 +46,22 @@ export function procSample(pid: number): ProcSample | undefined {
   return { cpuSeconds: ticks / ticksPerSecond(), peakRssKiB: hwm ? Number(hwm[1]) : 0, comm: stat.slice(stat.indexOf('(') + 1, close) };
 }
 
+/**
+ * Busy seconds of each CPU since boot (/proc/stat: user+nice+system+irq+softirq+steal, not idle or iowait),
+ * indexed by CPU number. The difference over a run, less the server's own CPU time, is what everything else
+ * took from the server's CPU: on a shared machine a VM or another benchmark can starve a server unseen.
+ */
+export function cpuBusySeconds(): number[] {
+  const busy: number[] = [];
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = m[2]!.trim().split(/\s+/).map(Number);
+    busy[Number(m[1])] = (user + nice + system + irq + softirq + steal) / ticksPerSecond();
+  }
+  return busy;
+}
+
 /** The Udp: line of /proc/net/snmp (InDatagrams, RcvbufErrors, ...) as seen from inside a namespace. */
 export function udpCounters(ns?: string): Record<string, number> {
   const text = ns

@@ -197,7 +197,10 @@ export class DhcpService implements Service {
         this.inflight--;
         this.m.persistSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       }
-      for (const c of persist.changes) this.deps.onLeaseChange?.(c);
+      for (const c of persist.changes) {
+        this.deps.logger.info({ mac: c.record.mac, ip: c.record.ip, subnet: c.record.subnet, ...(c.record.hostname ? { hostname: c.record.hostname } : {}) }, `lease ${c.kind}`);
+        this.deps.onLeaseChange?.(c);
+      }
     }
     if (decision.kind === 'reply') this.send(decision.reply, req, mac, ifname, pxePort, d);
   }
