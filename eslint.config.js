@@ -62,6 +62,12 @@ export default tseslint.config(
     },
   },
   {
+    // UDP goes through src/lib/udp-socket.ts (device binding, arrival interface); node:dgram can do neither.
+    // Before the protocols block: for the same rule, the later block's options replace these.
+    files: ['src/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: ['dgram', 'node:dgram'].map((name) => ({ name, message: 'use openUdpSocket from src/lib/udp-socket.ts, not node:dgram' })) }] },
+  },
+  {
     // Protocol codecs touch no sockets, files, processes or clocks (STYLE.md).
     files: ['src/protocols/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { paths: NODE_IO.map((name) => ({ name, message: 'protocols are pure: no I/O' })) }] },

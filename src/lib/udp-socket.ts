@@ -57,6 +57,12 @@ export interface UdpSocketOptions {
    * error; set false to make such a bind fail with EADDRINUSE instead (fail fast at start).
    */
   reuseAddress?: boolean;
+  /**
+   * SO_RCVBUF in bytes: room to queue a burst (a rack powering on at once) while JS is busy. Default:
+   * the kernel's (net.core.rmem_default); capped at net.core.rmem_max. What overflows it is counted in
+   * stats().kernelDropped.
+   */
+  receiveBufferSize?: number;
 }
 
 export interface UdpSendVia {
@@ -99,7 +105,7 @@ export interface UdpSocket {
 
 /** The native module's UDP part (src/native/metalbox.c). */
 interface NativeUdp {
-  udpOpen(address: string, port: number, device: string | null, broadcast: boolean, freebind: boolean, reuseAddress: boolean,
+  udpOpen(options: { address: string; port: number; device?: string; broadcast?: boolean; freebind?: boolean; reuseAddress?: boolean; receiveBufferSize?: number },
     onDatagram: (data: Buffer, address: string, port: number, ifindex: number, localAddress: string, interfaceAddress: string) => void): object;
   udpSend(socket: object, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null): boolean;
   udpClose(socket: object): void;
@@ -139,14 +145,19 @@ export function openUdpSocket(options: UdpSocketOptions, onDatagram: (d: Datagra
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`port must be an integer from 0 to 65535, got ${options.port}`);
   if (isIP(address) !== 4) throw new TypeError(`address must be an IPv4 address, got ${JSON.stringify(address)}`);
   if (options.device !== undefined && (typeof options.device !== 'string' || options.device === '')) throw new TypeError('device must be a non-empty interface name');
+  if (options.receiveBufferSize !== undefined && (!Number.isInteger(options.receiveBufferSize) || options.receiveBufferSize < 0 || options.receiveBufferSize > 2 ** 30)) {
+    throw new RangeError(`receiveBufferSize must be an integer from 0 to 2^30, got ${options.receiveBufferSize}`);
+  }
   if (typeof onDatagram !== 'function') throw new TypeError('onDatagram must be a function');
 
   const device = options.device;
   const where = `${address}:${options.port}${device === undefined ? '' : ` on ${device}`}`;
   let handle: object;
   try {
-    handle = udp().udpOpen(address, options.port, device ?? null, options.broadcast ?? false, options.freebind ?? false, options.reuseAddress ?? true,
-      (data, from, port, ifindex, localAddress, interfaceAddress) => onDatagram({ data, address: from, port, ifindex, localAddress, interfaceAddress }));
+    handle = udp().udpOpen(
+      { address, port: options.port, device, broadcast: options.broadcast ?? false, freebind: options.freebind ?? false, reuseAddress: options.reuseAddress ?? true, receiveBufferSize: options.receiveBufferSize },
+      (data, from, port, ifindex, localAddress, interfaceAddress) => onDatagram({ data, address: from, port, ifindex, localAddress, interfaceAddress }),
+    );
   } catch (err) {
     const code = errnoCode(err);
     if (code === undefined || !SYSTEM_ERROR.test(code)) throw err;

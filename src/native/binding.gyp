@@ -1,6 +1,7 @@
 {
   # metalbox's own native module: the few syscalls Node does not expose (AF_UNIX datagrams for
-  # sd_notify now; SO_BINDTODEVICE / IP_PKTINFO UDP sockets for DHCP later). Node-API only, so one
+  # sd_notify; UDP sockets with SO_BINDTODEVICE / IP_PKTINFO polled by libuv, for DHCP, TFTP, DNS and
+  # NTP; ARP entries). Node-API only (plus libuv, which node exports), so one
   # build runs on every Node >= 20 and inside the single binary (loaded by src/lib/addon.ts).
   # Linux only: metalbox.c stops the build with #error elsewhere.
   "targets": [

@@ -596,38 +596,67 @@ static int set_int_option(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof value) == 0 ? 0 : errno;
 }
 
-// udpOpen(address: string, port: number, device: string | null, broadcast: boolean, freebind: boolean,
-//         reuseAddress: boolean, onDatagram: (data, address, port, ifindex, localAddress, interfaceAddress) => void)
-//   -> handle (an object; pass it to udpSend/udpClose/udpStats/udpPort)
-// Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES, EPERM, EADDRNOTAVAIL, ...),
-// syscall naming the step that failed, path = the device or address:port it was about.
+// options[name], or `undefined`-typed when absent.
+static bool get_option(napi_env env, napi_value options, const char *name, napi_value *value, napi_valuetype *type) {
+  return napi_get_named_property(env, options, name, value) == napi_ok && napi_typeof(env, *value, type) == napi_ok;
+}
+
+static bool bool_option(napi_env env, napi_value options, const char *name, bool fallback, bool *out) {
+  napi_value value;
+  napi_valuetype type;
+  if (!get_option(env, options, name, &value, &type)) return false;
+  if (type == napi_undefined) {
+    *out = fallback;
+    return true;
+  }
+  return bool_arg(env, value, name, out);
+}
+
+// udpOpen(options, onDatagram) -> handle (an object to pass to udpSend/udpClose/udpStats)
+//   options: { address: string, port: number, device?: string, broadcast?: boolean (false),
+//              freebind?: boolean (false), reuseAddress?: boolean (true), receiveBufferSize?: number }
+//   onDatagram(data: Buffer, address: string, port: number, ifindex: number, localAddress: string,
+//              interfaceAddress: string)
+// An options object rather than positional arguments, so later needs (receive timestamps for NTP,
+// say) are one more property. Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES,
+// EPERM, EADDRNOTAVAIL, ...), syscall naming the step that failed, path = the device or address:port.
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 2;
+  napi_value argv[2];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpOpen(address, port, device, broadcast, freebind, reuseAddress, onDatagram) needs seven arguments");
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpOpen(options, onDatagram) needs two arguments");
     return NULL;
   }
-  struct in_addr address;
-  uint32_t port;
-  bool broadcast, freebind, reuse;
-  napi_valuetype callback_type;
-  if (!ipv4_arg(env, argv[0], "address", &address) || !uint_arg(env, argv[1], "port", 65535, &port) ||
-      !bool_arg(env, argv[3], "broadcast", &broadcast) || !bool_arg(env, argv[4], "freebind", &freebind) ||
-      !bool_arg(env, argv[5], "reuseAddress", &reuse)) {
+  napi_valuetype options_type, callback_type;
+  NAPI_CALL(env, napi_typeof(env, argv[0], &options_type));
+  NAPI_CALL(env, napi_typeof(env, argv[1], &callback_type));
+  if (options_type != napi_object) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"options\" argument must be an object");
     return NULL;
   }
-  NAPI_CALL(env, napi_typeof(env, argv[6], &callback_type));
   if (callback_type != napi_function) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"onDatagram\" argument must be a function");
     return NULL;
   }
+  napi_value options = argv[0], value;
+  napi_valuetype type;
+  struct in_addr address;
+  uint32_t port, rcvbuf = 0;
+  bool broadcast, freebind, reuse;
+  if (!get_option(env, options, "address", &value, &type) || !ipv4_arg(env, value, "address", &address) ||
+      !get_option(env, options, "port", &value, &type) || !uint_arg(env, value, "port", 65535, &port) ||
+      !bool_option(env, options, "broadcast", false, &broadcast) ||
+      !bool_option(env, options, "freebind", false, &freebind) ||
+      !bool_option(env, options, "reuseAddress", true, &reuse) ||
+      !get_option(env, options, "receiveBufferSize", &value, &type) ||
+      (type != napi_undefined && !uint_arg(env, value, "receiveBufferSize", INT32_MAX / 2, &rcvbuf))) {
+    return NULL;
+  }
   char *device = NULL;
-  napi_valuetype device_type;
-  NAPI_CALL(env, napi_typeof(env, argv[2], &device_type));
-  if (device_type != napi_undefined && device_type != napi_null) {
-    device = ifname_arg(env, argv[2], "device", "setsockopt(SO_BINDTODEVICE)");
+  if (!get_option(env, options, "device", &value, &type)) return NULL;
+  if (type != napi_undefined && type != napi_null) {
+    device = ifname_arg(env, value, "device", "setsockopt(SO_BINDTODEVICE)");
     if (device == NULL) return NULL;
   }
   module_state *state = NULL;
@@ -668,6 +697,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   // ip(7) IP_FREEBIND: bind to an address that is not (yet) configured locally, e.g. before DHCP or
   // keepalived has put it on the interface.
   if (err == 0 && freebind && (err = set_int_option(fd, IPPROTO_IP, IP_FREEBIND, 1)) != 0) syscall = "setsockopt(IP_FREEBIND)";
+  // socket(7) SO_RCVBUF: room for bursts (a rack powering on at once). The kernel doubles the value
+  // for its bookkeeping and caps it at net.core.rmem_max without an error.
+  if (err == 0 && rcvbuf > 0 && (err = set_int_option(fd, SOL_SOCKET, SO_RCVBUF, (int)rcvbuf)) != 0) syscall = "setsockopt(SO_RCVBUF)";
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -707,7 +739,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   // JS side first: each step can fail and is undone by release_socket(s, true) below.
   napi_value handle, name;
   bool ok = napi_create_object(env, &handle) == napi_ok &&
-            napi_create_reference(env, argv[6], 1, &s->callback) == napi_ok &&
+            napi_create_reference(env, argv[1], 1, &s->callback) == napi_ok &&
             napi_create_string_latin1(env, "metalbox.UdpSocket", NAPI_AUTO_LENGTH, &name) == napi_ok &&
             napi_async_init(env, handle, name, &s->async_context) == napi_ok &&
             napi_create_reference(env, handle, 1, &s->self) == napi_ok;

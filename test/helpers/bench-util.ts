@@ -46,20 +46,31 @@ export function procSample(pid: number): ProcSample | undefined {
   return { cpuSeconds: ticks / ticksPerSecond(), peakRssKiB: hwm ? Number(hwm[1]) : 0, comm: stat.slice(stat.indexOf('(') + 1, close) };
 }
 
+export interface CpuTimes {
+  /** user+nice+system+irq+softirq+steal, seconds. */
+  busy: number;
+  /** Every field, idle and iowait included: over an interval it should equal the wall time. */
+  accounted: number;
+}
+
 /**
- * Busy seconds of each CPU since boot (/proc/stat: user+nice+system+irq+softirq+steal, not idle or iowait),
- * indexed by CPU number. The difference over a run, less the server's own CPU time, is what everything else
- * took from the server's CPU: on a shared machine a VM or another benchmark can starve a server unseen.
+ * Each CPU's accounted time since boot (/proc/stat), indexed by CPU number. Over a run, `busy` less the
+ * server's own CPU time is what other processes took from the server's CPU; wall time less `accounted` is
+ * time the virtual CPU did not run at all (the host ran something else and reported no steal). On a shared
+ * machine either can starve a server unseen, and a process's utime+stime still counts the second one.
  */
-export function cpuBusySeconds(): number[] {
-  const busy: number[] = [];
+export function cpuTimes(): CpuTimes[] {
+  const out: CpuTimes[] = [];
   for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
     const m = /^cpu(\d+) (.*)$/.exec(line);
     if (!m) continue;
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = m[2]!.trim().split(/\s+/).map(Number);
-    busy[Number(m[1])] = (user + nice + system + irq + softirq + steal) / ticksPerSecond();
+    const f = m[2]!.trim().split(/\s+/).map(Number);
+    // proc(5): user nice system idle iowait irq softirq steal guest guest_nice; guest time is inside user.
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
+    const busy = user + nice + system + irq + softirq + steal;
+    out[Number(m[1])] = { busy: busy / ticksPerSecond(), accounted: (busy + idle + iowait) / ticksPerSecond() };
   }
-  return busy;
+  return out;
 }
 
 /** The Udp: line of /proc/net/snmp (InDatagrams, RcvbufErrors, ...) as seen from inside a namespace. */

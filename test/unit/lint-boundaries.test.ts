@@ -21,6 +21,12 @@ t.test('protocols do no I/O', async (t) => {
   t.match(got.join('\n'), /no-restricted-imports/);
 });
 
+t.test('UDP sockets come from src/lib/udp-socket.ts, never node:dgram', async (t) => {
+  t.match((await messages('src/services/x.ts', "import dgram from 'node:dgram';\nexport const d = dgram;\n")).join('\n'), /no-restricted-imports: .*openUdpSocket/);
+  t.match((await messages('src/services/x.ts', "import { createSocket } from 'dgram';\nexport const c = createSocket;\n")).join('\n'), /no-restricted-imports/);
+  t.same(await messages('src/services/x.ts', "import { openUdpSocket } from '../lib/udp-socket.ts';\nexport const o = openUdpSocket;\n"), []);
+});
+
 t.test('lib is the bottom layer; core sees only store interfaces', async (t) => {
   t.match((await messages('src/lib/x.ts', "import { HttpService } from '../services/http.ts';\nexport const o = HttpService;\n")).join('\n'), /metalbox\/layers/);
   t.match((await messages('src/core/x.ts', "import { HttpService } from '../services/http.ts';\nexport const o = HttpService;\n")).join('\n'), /core imports lib and the store interfaces only/);
