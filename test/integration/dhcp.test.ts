@@ -146,6 +146,14 @@ ntp: { enabled: false }
     const metrics = mbx.output();
     await mbx.stop();
 
+    // Another DHCP server on this host (anything on 0.0.0.0:67) makes metalbox fail at start, loudly.
+    const squatter = L.spawn(srv, process.execPath, ['-e', "require('node:dgram').createSocket('udp4').bind(67, '0.0.0.0', () => console.log('bound'))"]);
+    await new Promise<void>((res) => squatter.stdout!.once('data', () => res()));
+    const clash = serve();
+    await t.rejects(clash.ready, /exited/);
+    t.match(clash.output(), /SOCKET_OPEN_FAILED: .*67.*EADDRINUSE/, 'port 67 taken: clear error, non-zero exit');
+    squatter.kill();
+
     // Every lease is in the store, with its event.
     const store = await openLevelStore(join(dir, 'state'));
     t.teardown(() => store.close());

@@ -95,7 +95,9 @@ export class DhcpService implements Service {
   }
 
   private listen(ifname: string, port: number, pxePort: boolean): void {
-    const socket = openUdpSocket({ port, device: ifname, broadcast: true }, (d) => this.onDatagram(ifname, pxePort, d));
+    // No SO_REUSEADDR: sockets bound to different devices share the port anyway, and another DHCP server
+    // on this host (dnsmasq on 0.0.0.0:67) must make us fail at start, not split the traffic silently.
+    const socket = openUdpSocket({ port, device: ifname, broadcast: true, reuseAddress: false, receiveBufferSize: 4 * 1024 * 1024 }, (d) => this.onDatagram(ifname, pxePort, d));
     this.listeners.push({ ifname, socket, pxePort });
   }
 
