@@ -6,7 +6,7 @@
 // addresses go to its tail, so a client coming back soon finds its old address still free), and
 // expiries sit in a min-heap that is drained lazily when an address is needed.
 import type { Cidr, IPv4Range } from '../lib/ipv4.ts';
-import { cidrContains, formatIPv4 } from '../lib/ipv4.ts';
+import { cidrContains, formatIPv4, parseIPv4 } from '../lib/ipv4.ts';
 import type { LeaseRecord } from '../store/types.ts';
 
 export interface PoolConfig {
@@ -61,15 +61,14 @@ export class LeasePool {
   }
 
   /** Loads leases from the store (at start). Records of other subnets or outside it are ignored. */
-  load(records: Iterable<LeaseRecord>, now: number): void {
+  load(records: Iterable<LeaseRecord>): void {
     for (const rec of records) {
       if (rec.subnet !== this.config.id) continue;
-      const ip = ipNumber(rec.ip);
+      const ip = parseIPv4(rec.ip);
       if (ip === undefined || !cidrContains(this.config.cidr, ip)) continue;
       const clientKey = rec.clientId ? `id:${rec.clientId}` : `mac:${rec.mac}`;
       this.setHolder({ ip, clientKey, mac: rec.mac, clientId: rec.clientId, hostname: rec.hostname, state: rec.state, expiresAt: Date.parse(rec.expiresAt) });
     }
-    void now;
   }
 
   holder(ip: number): Holder | undefined {
@@ -270,11 +269,6 @@ function live(h: Holder, now: number): boolean {
   return h.state !== 'released' && h.expiresAt > now;
 }
 
-function ipNumber(text: string): number | undefined {
-  const parts = text.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) return undefined;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
 
 /** Binary min-heap of (key, value) pairs. */
 class MinHeap {

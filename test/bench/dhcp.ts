@@ -41,7 +41,7 @@
 // - Drops are split by where they happened: RcvbufErrors in /proc/net/snmp of the server's namespace (a
 //   full receive queue at the server) and of the load namespace (perfdhcp did not read fast enough).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -473,8 +473,8 @@ const diff = (after: Record<string, number>, before: Record<string, number>): Re
   Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v !== 0));
 
 async function measure(kind: ServerKind, scenario: Scenario, round: number): Promise<Run> {
-  const dir = join(workDir, `${round}-${scenario}-${kind.name}`);
-  mkdirSync(dir, { recursive: true });
+  // A directory of its own for every attempt: a repeated run must not find the leases of the one before.
+  const dir = mkdtempSync(join(workDir, `${round}-${scenario}-${kind.name}-`));
   const server = await kind.start(dir);
   try {
     if (warmup > 0) await perfdhcp(['-r', '200', '-p', String(warmup), '-R', '100000', '-b', 'mac=00:0c:7f:00:00:00'], warmup * 1000 + 30_000);
@@ -514,6 +514,8 @@ async function measure(kind: ServerKind, scenario: Scenario, round: number): Pro
   } catch (err) {
     await server.stopAndCountLeases().catch(() => 0);
     throw err;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -549,7 +551,7 @@ function printRun(r: Run): void {
     `leases on disk ${r.durableLeases} for ${r.acksSent} ACKs sent${writes}; server counters: ${notable(r)}`);
 }
 
-interface Metric { name: string; better: 'higher' | 'lower' | 'noise'; value: (r: Run) => number; digits: number }
+interface Metric { name: string; better: 'higher' | 'lower' | 'load' | 'noise'; value: (r: Run) => number; digits: number }
 
 /** Not properties of the server: how much of its CPU others took, or the host withheld (shared machine). */
 const NOISE: Metric[] = [
@@ -571,7 +573,7 @@ const METRICS: Record<Scenario, Metric[]> = {
   ],
   flood: [
     { name: 'DORA/s completed', better: 'higher', value: (r) => r.doraPerSecond, digits: 0 },
-    { name: 'DISCOVERs sent', better: 'higher', value: (r) => r.perf.discoverOffer.sent, digits: 0 },
+    { name: 'DISCOVERs perfdhcp sent', better: 'load', value: (r) => r.perf.discoverOffer.sent, digits: 0 },
     { name: 'server rcvbuf drops', better: 'lower', value: (r) => r.serverRcvbufErrors, digits: 0 },
     { name: 'DISCOVER->OFFER avg ms', better: 'lower', value: (r) => r.perf.discoverOffer.avgMs, digits: 2 },
     { name: 'REQUEST->ACK avg ms', better: 'lower', value: (r) => r.perf.requestAck.avgMs, digits: 2 },

@@ -111,7 +111,7 @@ t.test('restart: leases loaded from the store hold their addresses until they ex
     recs.push(...p1.bind(a, client(i), T0 + 3600_000, T0).records);
   }
   const p2 = pool();
-  p2.load(recs, T0);
+  p2.load(recs);
   for (let i = 0; i < 5; i++) t.equal(p2.current(client(i), T0 + 1)?.ip, ip(recs[i]!.ip), `client ${i} keeps its address`);
   const fresh = new Set<number>();
   for (let i = 10; i < 15; i++) { const a = p2.pick(client(i), undefined, T0 + 1)!; p2.offer(a, client(i), T0 + 30_000); fresh.add(a); }

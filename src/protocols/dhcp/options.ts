@@ -1,6 +1,6 @@
 // Typed values of the options metalbox uses (RFC 2132 unless noted), decoded from and encoded to the
 // option data after RFC 3396 concatenation. Splitting, overload and the option framing live in packet.ts.
-import { formatIPv4 } from '../../lib/ipv4.ts';
+import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
 import { ByteReader, ByteWriter } from '../../lib/bytes.ts';
 import { MetalboxError } from '../../lib/errors.ts';
 import { MESSAGE_TYPE, OPTION, RELAY_AGENT_SUBOPTION, type MessageType } from './constants.ts';
@@ -180,42 +180,13 @@ export function decodeOptionInto(o: DhcpOptions, code: number, data: Buffer): vo
 
 // ---- encoding ----
 
-/**
- * IPv4 text to a number, with exactly the rules of lib/ipv4.ts `parseIPv4` (four decimal octets, no leading
- * zeros) but without splitting or regular expressions: the encoder calls it several times per reply.
- */
-export function ipv4ToUint(text: string): number | undefined {
-  if (typeof text !== 'string' || text.length < 7 || text.length > 15) return undefined;
-  let value = 0;
-  let octet = 0;
-  let digits = 0;
-  let dots = 0;
-  let leadingZero = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x2e) {
-      if (digits === 0 || ++dots > 3) return undefined;
-      value = value * 256 + octet;
-      octet = 0;
-      digits = 0;
-      continue;
-    }
-    if (c < 0x30 || c > 0x39) return undefined;
-    if (digits === 0) leadingZero = c === 0x30;
-    else if (leadingZero) return undefined;
-    octet = octet * 10 + (c - 0x30);
-    if (++digits > 3 || octet > 255) return undefined;
-  }
-  if (dots !== 3 || digits === 0) return undefined;
-  return (value * 256 + octet) >>> 0;
-}
 
 function bad(field: string, why: string): TypeError {
   return new TypeError(`DHCP option ${field}: ${why}`);
 }
 
 function writeIp(w: ByteWriter, field: string, text: string): void {
-  const n = ipv4ToUint(text);
+  const n = parseIPv4(text);
   if (n === undefined) throw bad(field, `${JSON.stringify(text)} is not an IPv4 address`);
   w.u32(n);
 }
@@ -274,7 +245,7 @@ function writeRelayAgent(w: ByteWriter, info: RelayAgentInfo): void {
 function writeRoutes(w: ByteWriter, routes: readonly ClasslessRoute[]): void {
   for (const r of routes) {
     if (!Number.isInteger(r.prefix) || r.prefix < 0 || r.prefix > 32) throw bad('classlessRoutes', `prefix ${r.prefix} is not 0..32`);
-    const dest = ipv4ToUint(r.destination);
+    const dest = parseIPv4(r.destination);
     if (dest === undefined) throw bad('classlessRoutes', `${JSON.stringify(r.destination)} is not an IPv4 address`);
     const significant = (r.prefix + 7) >> 3;
     // RFC 3442 §3 sends only the significant octets; anything set beyond them would be lost.

@@ -2,7 +2,7 @@
 // `file`/`sname` (RFC 2132 §9.3) and long options split and joined (RFC 3396). Pure: Buffer in, values out.
 import { ByteReader } from '../../lib/bytes.ts';
 import { MetalboxError, type ErrorCode } from '../../lib/errors.ts';
-import { formatIPv4 } from '../../lib/ipv4.ts';
+import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
 import {
   BOOTP_MIN_LENGTH,
   HEADER,
@@ -11,7 +11,7 @@ import {
   MIN_MAX_MESSAGE_SIZE,
   OPTION,
 } from './constants.ts';
-import { decodeOptionInto, encodeOptionValues, ipv4ToUint, OptionError } from './options.ts';
+import { decodeOptionInto, encodeOptionValues, OptionError } from './options.ts';
 import type { DhcpOptions, DhcpPacket } from './types.ts';
 
 const PAD = 0;
@@ -214,7 +214,7 @@ function checkInt(field: string, v: number, max: number): void {
 }
 
 function writeIp(out: Buffer, at: number, field: string, text: string): void {
-  const n = ipv4ToUint(text);
+  const n = parseIPv4(text);
   if (n === undefined) throw new TypeError(`DHCP header ${field}: ${JSON.stringify(text)} is not an IPv4 address`);
   out.writeUInt32BE(n, at);
 }

@@ -80,7 +80,7 @@ export function handleDhcp(req: DhcpPacket, mac: string, ctx: PolicyContext): De
           return { kind: 'drop', reason: 'other-server' };
         }
         const want = requested ?? ciaddr;
-        if (want === undefined || !pool.available(want, client, ctx.now)) return nak(req, mac, ctx, 'requested address is not available');
+        if (want === undefined || !pool.available(want, client, ctx.now)) return nak(req, ctx, 'requested address is not available');
         return ack(req, mac, want, client, ctx);
       }
       // INIT-REBOOT (option 50, no ciaddr) or RENEWING/REBINDING (ciaddr, no option 50).
@@ -88,7 +88,7 @@ export function handleDhcp(req: DhcpPacket, mac: string, ctx: PolicyContext): De
       if (want === undefined) return { kind: 'drop', reason: 'bad-request' };
       if (!pool.available(want, client, ctx.now)) {
         // Outside this subnet (the client moved), or someone else's: tell it to start over.
-        return nak(req, mac, ctx, 'address not valid for this client on this network');
+        return nak(req, ctx, 'address not valid for this client on this network');
       }
       return ack(req, mac, want, client, ctx);
     }
@@ -149,14 +149,13 @@ function ack(req: DhcpPacket, mac: string, ip: number, client: PoolClient, ctx: 
   return { kind: 'reply', reply, persist: { records: bound.records, changes, undo: bound.undo } };
 }
 
-function nak(req: DhcpPacket, mac: string, ctx: PolicyContext, message: string): Decision {
+function nak(req: DhcpPacket, ctx: PolicyContext, message: string): Decision {
   const reply = base(req, MESSAGE_TYPE.NAK, '0.0.0.0');
   reply.siaddr = '0.0.0.0';
   // §4.3.2: a NAK carries only the message type, server id, message and relay info; broadcast via a relay.
   reply.options = { messageType: MESSAGE_TYPE.NAK, serverId: ctx.serverIp, other: new Map([[56, Buffer.from(message, 'latin1')]]) };
   if (req.options.relayAgent) reply.options.relayAgent = req.options.relayAgent;
   if (req.giaddr !== '0.0.0.0') reply.flags |= BROADCAST_FLAG;
-  void mac;
   return { kind: 'reply', reply };
 }
 

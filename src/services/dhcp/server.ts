@@ -104,8 +104,7 @@ export class DhcpService implements Service {
   private async loadLeases(): Promise<void> {
     const records: LeaseRecord[] = [];
     for await (const [, rec] of this.deps.store.leases.entries()) records.push(rec);
-    const now = this.now();
-    for (const s of this.subnets) s.pool.load(records, now);
+    for (const s of this.subnets) s.pool.load(records);
     for await (const [key] of this.deps.store.events.entries({ reverse: true, limit: 1 })) this.nextEventKey = createEventKeys(key);
   }
 
