@@ -17,6 +17,7 @@ import { createNotifier } from './lib/sd-notify.ts';
 import type { Store } from './store/types.ts';
 import { buildApp } from './api/app.ts';
 import { ServiceRunner, type Service } from './services/service.ts';
+import { EventLog } from './core/events.ts';
 import { HttpService } from './services/http.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
@@ -107,6 +108,8 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     throw err;
   }
 
+  const events = new EventLog(store);
+  await events.init();
   const metrics = createMetrics();
   observeStore(metrics, () => store.stats());
   const services: Service[] = [];
@@ -131,7 +134,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
   } else if (config.dhcp.enabled) {
     services.push(new DhcpService({
-      config, store, metrics,
+      config, store, events, metrics,
       logger: logger.child({ svc: 'dhcp' }),
       boot: defaultBoot(config.dhcp.bootFiles, listen.port),
       interfaceAddresses: () => networkInterfaces(),

@@ -10,7 +10,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { isMetalboxError, type ErrorCode } from '../../src/lib/errors.ts';
 import { backupStore, readBackup, restoreBackup } from '../../src/store/backup.ts';
-import { createEventKeys, eventKey } from '../../src/store/event-key.ts';
+import { createEventKeys, eventKey } from '../../src/lib/event-key.ts';
 import { checkLog, crc32c } from '../../src/store/leveldb-check.ts';
 import { openLevelStore, PID_FILE, type LevelStoreOptions } from '../../src/store/level-store.ts';
 import type { MachineRecord } from '../../src/store/types.ts';

@@ -11,7 +11,7 @@ import { parseMac } from '../../lib/mac.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { arpAdd, openUdpSocket, type Datagram, type UdpSocket } from '../../lib/udp-socket.ts';
 import { decodeDhcp, encodeDhcp, hwAddress, MESSAGE_TYPE, type DhcpPacket } from '../../protocols/dhcp/index.ts';
-import { createEventKeys } from '../../store/event-key.ts';
+import type { EventLog } from '../../core/events.ts';
 import type { LeaseRecord, Store, WriteOp } from '../../store/types.ts';
 import type { Service } from '../service.ts';
 import type { BootDecider } from './boot.ts';
@@ -28,6 +28,8 @@ export interface InterfaceAddress { address: string; netmask: string; family: st
 export interface DhcpServiceDeps {
   config: Config;
   store: Store;
+  /** The process's one event log (lease changes are events). */
+  events: EventLog;
   logger: Logger;
   metrics: Metrics;
   boot: BootDecider;
@@ -46,7 +48,6 @@ export class DhcpService implements Service {
   readonly name = 'dhcp';
   private readonly listeners: Listener[] = [];
   private subnets: SubnetEntry[] = [];
-  private nextEventKey: (now?: Date) => string = createEventKeys();
   private readonly log: LimitedLog;
   private readonly now: () => number;
   private readonly m: ReturnType<typeof createDhcpMetrics>;
@@ -105,7 +106,6 @@ export class DhcpService implements Service {
     const records: LeaseRecord[] = [];
     for await (const [, rec] of this.deps.store.leases.entries()) records.push(rec);
     for (const s of this.subnets) s.pool.load(records);
-    for await (const [key] of this.deps.store.events.entries({ reverse: true, limit: 1 })) this.nextEventKey = createEventKeys(key);
   }
 
   private onDatagram(ifname: string, pxePort: boolean, d: Datagram): void {
@@ -208,13 +208,9 @@ export class DhcpService implements Service {
 
   private writeOps(records: LeaseRecord[], changes: LeaseChange[]): WriteOp[] {
     const ops: WriteOp[] = records.map((r) => ({ type: 'put', collection: 'leases', key: r.ip, value: r }));
-    const at = new Date(this.now());
     for (const c of changes) {
-      const id = this.nextEventKey(at);
-      ops.push({
-        type: 'put', collection: 'events', key: id,
-        value: { id, at: at.toISOString(), type: `lease.${c.kind}`, actor: 'dhcp', subject: c.record.mac, data: { ip: c.record.ip, subnet: c.record.subnet, expiresAt: c.record.expiresAt, ...(c.record.hostname ? { hostname: c.record.hostname } : {}) } },
-      });
+      const { ip, subnet, expiresAt, hostname } = c.record;
+      ops.push(this.deps.events.op({ type: `lease.${c.kind}`, actor: 'dhcp', subject: c.record.mac, data: { ip, subnet, expiresAt, ...(hostname ? { hostname } : {}) } }));
     }
     return ops;
   }
