@@ -50,7 +50,20 @@ export const ConfigSchema = Type.Object({
       httpBoot: Type.String({ default: 'ipxe.efi', description: 'file served by HTTP to UEFI HTTP boot clients (arch 16)' }),
     }, { ...strict, default: {} }),
   }, { ...strict, default: {} }),
-  tftp: Type.Object({ ...Service(69, 'TFTP').properties }, { ...strict, default: {} }),
+  tftp: Type.Object({
+    ...Service(69, 'TFTP').properties,
+    root: Type.Optional(Type.String({ minLength: 1, description: 'directory served by TFTP (default <stateDir>/tftp); nothing outside it is reachable' })),
+    maxBlockSize: Type.Integer({ minimum: 512, maximum: 65464, default: 1468, description: 'largest blksize granted (RFC 2348); also capped by the interface MTU' }),
+    maxWindowSize: Type.Integer({ minimum: 1, maximum: 256, default: 64, description: 'largest windowsize granted (RFC 7440)' }),
+    timeoutSeconds: Type.Integer({ minimum: 1, maximum: 255, default: 1, description: 'first retransmission timeout when the client asks none (RFC 2349); doubles per retry' }),
+    retries: Type.Integer({ minimum: 1, maximum: 20, default: 5, description: 'retransmissions of a block before a transfer is abandoned' }),
+    maxTransfers: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'concurrent transfers in total' }),
+    maxTransfersPerClient: Type.Integer({ minimum: 1, maximum: 1000, default: 4, description: 'concurrent transfers per client address' }),
+  }, { ...strict, default: {} }),
+  boot: Type.Object({
+    ipxeDir: Type.String({ minLength: 1, default: '/usr/lib/ipxe', description: "where undionly.kpxe, ipxe.efi and snponly.efi come from (Debian's ipxe package)" }),
+    assetsDir: Type.Optional(Type.String({ minLength: 1, description: 'boot image store: kernels, initrds, root filesystems (default <stateDir>/assets)' })),
+  }, { ...strict, default: {} }),
   dns: Type.Object({
     ...Service(53, 'DNS').properties,
     forwarders: Type.Array(Type.String(), { default: [], description: 'upstream resolvers for names outside our zones' }),
