@@ -263,9 +263,18 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.reso
       minify: { type: 'boolean', default: false },
       'no-strip': { type: 'boolean', default: false },
       'no-code-cache': { type: 'boolean', default: false },
+      // Only (re)build src/native when stale: what `npm test` and `npm start` need from a fresh clone.
+      'native-only': { type: 'boolean', default: false },
     },
   });
-  buildBinary({ entry: values.entry, out: values.out, minify: values.minify, strip: !values['no-strip'], codeCache: !values['no-code-cache'] }).catch((err: unknown) => {
+  if (values['native-only']) {
+    try {
+      buildNative((line) => process.stdout.write(`${line}\n`));
+    } catch (err) {
+      process.stderr.write(`build-native: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    }
+  } else buildBinary({ entry: values.entry, out: values.out, minify: values.minify, strip: !values['no-strip'], codeCache: !values['no-code-cache'] }).catch((err: unknown) => {
     process.stderr.write(`build-binary: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;
   });
