@@ -22,7 +22,10 @@ import { HttpService } from './services/http.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
 import { defaultBoot } from './services/dhcp/boot.ts';
+import { TftpService } from './services/tftp/server.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
+import { assetsDir } from './cli/images.ts';
+import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
 
 const STOP_TIMEOUT_MS = 10_000;
@@ -40,12 +43,15 @@ usage: metalbox <command> [options]
   restore FILE [--config FILE]                load a backup into an empty state dir
   settings list|get KEY|set KEY VALUE [--config FILE]
                                               read or write a setting (VALUE is JSON or a plain string)
+  images add NAME --kernel FILE|URL --initrd FILE|URL [--rootfs FILE|URL] [--cmdline "ARGS"] [--config FILE]
+  images list | images remove NAME [--config FILE]
+                                              boot images in the asset store (FILE|URL may end in #sha256=HEX)
 
 environment: METALBOX_STATE_DIR (state dir when the config names none; default ./.metalbox)
 `;
 
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+  const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errTty: process.stderr.isTTY === true };
   let args: ReturnType<typeof parse>;
   try {
     args = parse(argv);
@@ -69,7 +75,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       return await serve(config, createLogger(level as LogLevel), env, args.values.config ?? 'embedded default');
     }
     if (!COMMANDS.includes(command)) throw new MetalboxError('CLI_USAGE', `unknown command "${command}" (metalbox help)`);
-    return await runCommand({ command, positionals, config, io, defaultStateDir });
+    const { kernel, initrd, rootfs, cmdline } = args.values;
+    return await runCommand({ command, positionals, config, io, defaultStateDir, flags: { kernel, initrd, rootfs, cmdline } });
   } catch (err) {
     if (!isMetalboxError(err)) throw err;
     io.err(`metalbox: ${err.code}: ${err.message}\n`);
@@ -86,6 +93,10 @@ function parse(argv: string[]) {
       config: { type: 'string', short: 'c' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
+      kernel: { type: 'string' },
+      initrd: { type: 'string' },
+      rootfs: { type: 'string' },
+      cmdline: { type: 'string' },
     },
   });
 }
@@ -118,15 +129,22 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     logger, metrics, stopTimeoutMs: STOP_TIMEOUT_MS - 1000,
     onFatal: (service) => shutdown(`fatal error in ${service}`, 1),
   });
+  const assets = new AssetStore(assetsDir(config), store);
+  const { removedBlobs } = await assets.open().catch(async (err: unknown) => { await store.close(); throw err; });
+  if (removedBlobs > 0) logger.info({ removedBlobs }, 'asset store: removed files no image references (left by an interrupted add)');
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
     version: VERSION,
     instanceId: () => instanceId,
     readiness: () => runner.status(),
+    boot: {
+      store, events, assets, ipxe: new IpxeBinaries(config.boot.ipxeDir), logger: logger.child({ svc: 'boot-http' }),
+      ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
+    },
   });
   services.push(
-    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => runner.status(), version: VERSION }), logger.child({ svc: 'control' })),
+    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => runner.status(), version: VERSION, assets }), logger.child({ svc: 'control' })),
     new HttpService(app, listen),
   );
   // Network services start last, once what they point machines at (HTTP boot) is up.
@@ -139,6 +157,9 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       boot: defaultBoot(config.dhcp.bootFiles, listen.port),
       interfaceAddresses: () => networkInterfaces(),
     }));
+  }
+  if (config.interfaces.length > 0 && config.tftp.enabled) {
+    services.push(new TftpService({ config, store, events, metrics, logger: logger.child({ svc: 'tftp' }), httpPort: listen.port }));
   }
 
   let exitCode = 0;

@@ -8,6 +8,7 @@ import type { Metrics } from '../lib/metrics.ts';
 import type { RunnerStatus } from '../services/service.ts';
 import { registerErrorHandling } from './errors.ts';
 import { systemRoutes } from './routes/system.ts';
+import { bootHttp, type BootHttpDeps } from '../services/boot-http/routes.ts';
 
 export interface AppDeps {
   logger: Logger;
@@ -16,6 +17,8 @@ export interface AppDeps {
   /** The instance id of this state dir, once the store has one. */
   instanceId: () => string | undefined;
   readiness: () => RunnerStatus;
+  /** HTTP boot (/boot/...): registered when given. */
+  boot?: BootHttpDeps;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -37,6 +40,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     else req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
   });
   await app.register(systemRoutes(deps));
+  if (deps.boot) await app.register(bootHttp(deps.boot));
   await app.ready();
   return app;
 }

@@ -9,8 +9,10 @@ import { MetalboxError } from '../lib/errors.ts';
 import type { SettingValue, Store } from '../store/types.ts';
 import { callControl, type ControlHandler } from '../services/control.ts';
 import type { RunnerStatus } from '../services/service.ts';
+import type { AssetStore } from '../store/assets.ts';
+import { imageControlHandlers, runImages, type ImageFlags } from './images.ts';
 
-export interface CliIo { out(text: string): void; err(text: string): void }
+export interface CliIo { out(text: string): void; err(text: string): void; /** stderr is a terminal (progress redrawn in place) */ errTty?: boolean }
 
 export interface CommandInput {
   command: string;
@@ -18,9 +20,11 @@ export interface CommandInput {
   config: Config;
   io: CliIo;
   defaultStateDir: string;
+  /** Options of `images add` (--kernel, --initrd, --rootfs, --cmdline). */
+  flags?: ImageFlags;
 }
 
-export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings'];
+export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings', 'images'];
 
 /** Setting keys: dotted lower-case words, so they read well in YAML, the API and the console. */
 const SETTING_KEY = /^[a-z][a-zA-Z0-9_-]*(\.[a-zA-Z0-9_-]+)*$/;
@@ -50,7 +54,7 @@ function checkKey(key: unknown): string {
 }
 
 /** Handlers the running server answers on its control socket. */
-export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string }): Record<string, ControlHandler> {
+export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string; assets?: AssetStore }): Record<string, ControlHandler> {
   const ops = storeOps(deps.store);
   return {
     status: async () => ({ version: deps.version, pid: process.pid, uptimeSeconds: Math.round(process.uptime()), stateDir: deps.config.stateDir, ...deps.status(), store: deps.store.stats() }),
@@ -61,12 +65,16 @@ export function controlHandlers(deps: { store: Store; config: Config; status: ()
     'settings.get': async (req) => ({ value: (await ops.settingsGet(String(req.key))) ?? null }),
     'settings.set': async (req) => ops.settingsSet(String(req.key), req.value as SettingValue),
     'settings.list': async () => ops.settingsList(),
+    ...(deps.assets ? imageControlHandlers({ store: deps.store, config: deps.config, assets: deps.assets }) : {}),
   };
 }
 
 export async function runCommand(input: CommandInput): Promise<number> {
   const { command, positionals, config, io } = input;
   const controlPath = join(config.stateDir, 'control.sock');
+  if (command !== 'images' && Object.values(input.flags ?? {}).some((v) => v !== undefined)) {
+    throw new MetalboxError('CLI_USAGE', '--kernel, --initrd, --rootfs and --cmdline go with images add');
+  }
   /** Runs `op` through the server if it runs, else on the store opened here (and closed after). */
   const viaServerOrStore = async <T>(request: Record<string, unknown> & { op: string }, direct: (ops: ReturnType<typeof storeOps>) => Promise<T>): Promise<T> => {
     const answer = await callControl(controlPath, request);
@@ -131,6 +139,8 @@ export async function runCommand(input: CommandInput): Promise<number> {
       }
       throw new MetalboxError('CLI_USAGE', 'usage: metalbox settings list | get KEY | set KEY VALUE');
     }
+    case 'images':
+      return runImages(positionals, input.flags ?? {}, config, io, controlPath);
     default:
       throw new MetalboxError('CLI_USAGE', `unknown command "${command}"`);
   }

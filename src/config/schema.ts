@@ -63,6 +63,9 @@ export const ConfigSchema = Type.Object({
   boot: Type.Object({
     ipxeDir: Type.String({ minLength: 1, default: '/usr/lib/ipxe', description: "where undionly.kpxe, ipxe.efi and snponly.efi come from (Debian's ipxe package)" }),
     assetsDir: Type.Optional(Type.String({ minLength: 1, description: 'boot image store: kernels, initrds, root filesystems (default <stateDir>/assets)' })),
+    ephemeralImage: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'the registered boot image (metalbox images add) that enlisting, commissioning, deploying and rescued machines boot; the setting boot.ephemeralImage overrides it' })),
+    tokenSeconds: Type.Integer({ minimum: 60, maximum: 604_800, default: 7200, description: 'lifetime of the per-boot token put on the kernel command line' }),
+    maxAssetBytes: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 34_359_738_368, description: 'largest boot image file (kernel, initrd, root filesystem) images add accepts' }),
   }, { ...strict, default: {} }),
   dns: Type.Object({
     ...Service(53, 'DNS').properties,

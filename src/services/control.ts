@@ -1,7 +1,8 @@
 // The local control socket: `<stateDir>/control.sock`, mode 0600 inside the 0700 state dir, so only
 // the operator (root) on the appliance reaches it. The CLI uses it while `metalbox serve` holds the
 // store's lock (backup, settings, status); it is not network-reachable and carries no credentials.
-// Protocol: one JSON request line per connection, one JSON reply line.
+// Protocol: one JSON request line per connection, one JSON reply line. A request with `"progress": true`
+// may get progress lines `{"progress": ...}` before its reply (long operations: images add).
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { chmod, unlink } from 'node:fs/promises';
 import type { Logger } from '../lib/logger.ts';
@@ -10,7 +11,9 @@ import { MetalboxError, errnoCode, isMetalboxError, type ErrorCode } from '../li
 
 export type ControlRequest = { op: string; [arg: string]: unknown };
 export type ControlReply = { ok: true; result: unknown } | { ok: false; code: string; message: string };
-export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
+/** What a handler may use besides the request: progress lines for the client, and an abort when it hangs up. */
+export interface ControlContext { progress(data: unknown): void; signal: AbortSignal }
+export type ControlHandler = (req: ControlRequest, ctx: ControlContext) => Promise<unknown>;
 
 const MAX_REQUEST = 64 * 1024;
 
@@ -51,6 +54,8 @@ export class ControlService implements Service {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
     let buf = '';
+    const hangup = new AbortController();
+    socket.on('close', () => hangup.abort());
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       buf += chunk;
@@ -58,11 +63,17 @@ export class ControlService implements Service {
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       socket.removeAllListeners('data');
-      void this.answer(buf.slice(0, nl)).then((reply) => socket.end(`${JSON.stringify(reply)}\n`));
+      let wantsProgress = false;
+      const ctx: ControlContext = {
+        progress: (data) => { if (wantsProgress && socket.writable) socket.write(`${JSON.stringify({ progress: data })}\n`); },
+        signal: hangup.signal,
+      };
+      void this.answer(buf.slice(0, nl), ctx, (req) => { wantsProgress = req.progress === true; })
+        .then((reply) => socket.end(`${JSON.stringify(reply)}\n`));
     });
   }
 
-  private async answer(line: string): Promise<ControlReply> {
+  private async answer(line: string, ctx: ControlContext, parsed: (req: ControlRequest) => void): Promise<ControlReply> {
     let req: ControlRequest;
     try {
       req = JSON.parse(line) as ControlRequest;
@@ -72,8 +83,9 @@ export class ControlService implements Service {
     }
     const handler = Object.hasOwn(this.handlers, req.op) ? this.handlers[req.op] : undefined;
     if (!handler) return { ok: false, code: 'CLI_USAGE', message: `unknown control op "${req.op}"` };
+    parsed(req);
     try {
-      return { ok: true, result: await handler(req) };
+      return { ok: true, result: await handler(req, ctx) };
     } catch (err) {
       if (isMetalboxError(err)) return { ok: false, code: err.code, message: err.message };
       this.logger.error({ err, op: req.op }, 'control request failed');
@@ -82,15 +94,31 @@ export class ControlService implements Service {
   }
 }
 
-/** Client side, used by the CLI. Resolves `undefined` when no server listens (no socket, or refused). */
-export async function callControl(path: string, req: ControlRequest, timeoutMs = 60_000): Promise<unknown> {
+/**
+ * Client side, used by the CLI. Resolves `undefined` when no server listens (no socket, or refused).
+ * `timeoutMs` is the longest silence: each progress line (given to `onProgress`, and asked for) restarts it.
+ */
+export async function callControl(path: string, req: ControlRequest, timeoutMs = 60_000, onProgress?: (data: unknown) => void): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     let buf = '';
-    const timer = setTimeout(() => { socket.destroy(); reject(new MetalboxError('CONTROL_UNAVAILABLE', `metalbox did not answer on ${path} within ${timeoutMs} ms`)); }, timeoutMs);
+    const expire = () => { socket.destroy(); reject(new MetalboxError('CONTROL_UNAVAILABLE', `metalbox did not answer on ${path} within ${timeoutMs} ms`)); };
+    let timer = setTimeout(expire, timeoutMs);
     socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${JSON.stringify(req)}\n`));
-    socket.on('data', (d: string) => { buf += d; });
+    socket.on('connect', () => socket.write(`${JSON.stringify(onProgress ? { ...req, progress: true } : req)}\n`));
+    socket.on('data', (d: string) => {
+      buf += d;
+      clearTimeout(timer);
+      timer = setTimeout(expire, timeoutMs);
+      // Every complete line but the reply (the last) is a progress line.
+      for (let nl = buf.indexOf('\n'); nl >= 0 && onProgress; nl = buf.indexOf('\n')) {
+        let parsed: { progress?: unknown } | null = null;
+        try { parsed = JSON.parse(buf.slice(0, nl)) as { progress?: unknown } | null; } catch { /* the reply, checked at end */ }
+        if (typeof parsed !== 'object' || parsed === null || !('progress' in parsed)) break;
+        buf = buf.slice(nl + 1);
+        onProgress(parsed.progress);
+      }
+    });
     socket.on('error', (err) => {
       clearTimeout(timer);
       const code = errnoCode(err);

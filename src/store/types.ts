@@ -48,7 +48,8 @@ export interface EventRecord {
   data?: Record<string, unknown>;
 }
 export interface UserRecord { id: string; username: string; role: string; passwordHash: string; [extra: string]: unknown }
-export interface TokenRecord { id: string; userId: string; hash: string; expiresAt?: string; [extra: string]: unknown }
+/** A credential, stored as its sha-256 only. `kind: 'boot'` (per-boot tokens, src/core/boot-tokens.ts) has no user. */
+export interface TokenRecord { id: string; kind?: string; userId?: string; hash: string; expiresAt?: string; [extra: string]: unknown }
 /** Settings are free-form JSON values under a dotted key. */
 export type SettingValue = string | number | boolean | null | SettingValue[] | { [k: string]: SettingValue };
 

@@ -2,7 +2,7 @@
 // the kernel's UDP counters of a namespace, percentiles and medians, a plain-text table, a scratch directory on
 // a real disk, and a cleanup that runs however the run ends (normal exit, an exception, Ctrl-C).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +71,20 @@ export function cpuTimes(): CpuTimes[] {
     out[Number(m[1])] = { busy: busy / ticksPerSecond(), accounted: (busy + idle + iowait) / ticksPerSecond() };
   }
   return out;
+}
+
+/**
+ * Seconds the process's threads have spent runnable but waiting for a CPU (/proc/PID/task/TID/schedstat,
+ * second field; needs schedstats, which every kernel we run has). Threads that already ended are not counted.
+ */
+export function runQueueSeconds(pid: number): number {
+  let ns = 0;
+  let tids: string[];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return Number.NaN; }
+  for (const tid of tids) {
+    try { ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]); } catch { /* ended */ }
+  }
+  return ns / 1e9;
 }
 
 /** The Udp: line of /proc/net/snmp (InDatagrams, RcvbufErrors, ...) as seen from inside a namespace. */
