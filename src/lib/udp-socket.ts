@@ -55,6 +55,9 @@ export interface UdpSocketOptions {
    * only where a device-bound and an unbound socket (or two sockets on one device) share a port. With it,
    * another process that also sets SO_REUSEADDR (dnsmasq does) can bind the same port without an
    * error; set false to make such a bind fail with EADDRINUSE instead (fail fast at start).
+   * With port 0, set it false: Linux may hand two SO_REUSEADDR sockets the same ephemeral port
+   * (measured: 3,000 port-0 sockets on one address got 2,844 distinct ports), and they then share
+   * their traffic (a TFTP transfer would read another's ACKs).
    */
   reuseAddress?: boolean;
   /**
@@ -98,6 +101,14 @@ export interface UdpSocket {
    * `broadcast: true`, a non-local sourceAddress, the socket is closed).
    */
   send(data: Buffer, address: string, port: number, via?: UdpSendVia): boolean;
+  /**
+   * Sends `data` as consecutive datagrams of `segmentSize` bytes (the last may be shorter) to one
+   * destination in one syscall: UDP generic segmentation offload (udp(7) UDP_SEGMENT). At most 64
+   * datagrams and 65507 bytes per call (RangeError beyond). Returns false when the send queue was full,
+   * like send(); throws SOCKET_SEND_FAILED otherwise, with errno EINVAL/EIO/EOPNOTSUPP/ENOPROTOOPT where
+   * the kernel or the device cannot segment: the caller then sends the datagrams one by one.
+   */
+  sendSegments(data: Buffer, segmentSize: number, address: string, port: number): boolean;
   /** Stops receiving and closes the socket. Safe to call more than once. */
   close(): void;
   stats(): UdpSocketStats;
@@ -108,6 +119,7 @@ interface NativeUdp {
   udpOpen(options: { address: string; port: number; device?: string; broadcast?: boolean; freebind?: boolean; reuseAddress?: boolean; receiveBufferSize?: number },
     onDatagram: (data: Buffer, address: string, port: number, ifindex: number, localAddress: string, interfaceAddress: string) => void): object;
   udpSend(socket: object, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null): boolean;
+  udpSendSegments(socket: object, data: Buffer, segmentSize: number, address: string, port: number): boolean;
   udpClose(socket: object): void;
   udpStats(socket: object): UdpSocketStats & { port: number; open: boolean };
   udpSocketCount(): number;
@@ -187,6 +199,19 @@ export function openUdpSocket(options: UdpSocketOptions, onDatagram: (d: Datagra
         throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send to ${to}:${toPort} from ${local}: ${code}`, {
           cause: err,
           details: { to, port: toPort, ifindex: via?.ifindex, sourceAddress: via?.sourceAddress, errno: code },
+        });
+      }
+    },
+    sendSegments(data, segmentSize, to, toPort) {
+      if (closed) throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send to ${to}:${toPort} from ${local}: the socket is closed`, { details: { to, port: toPort } });
+      try {
+        return udp().udpSendSegments(handle, data, segmentSize, to, toPort);
+      } catch (err) {
+        const code = errnoCode(err);
+        if (code === undefined || !SYSTEM_ERROR.test(code)) throw err;
+        throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send ${data.length} bytes in segments of ${segmentSize} to ${to}:${toPort} from ${local}: ${code}`, {
+          cause: err,
+          details: { to, port: toPort, segmentSize, errno: code },
         });
       }
     },

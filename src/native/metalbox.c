@@ -40,6 +40,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "sendfile.h"
+
 // ---------------------------------------------------------------------------------------------
 // errors
 
@@ -886,6 +888,107 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// udp(7) UDP_SEGMENT (Linux 4.18): the value of the cmsg and the sockopt, from <linux/udp.h>.
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// udpSendSegments(handle, data: Buffer, segmentSize: number, address: string, port: number)
+//   -> true when the kernel took the datagrams, false when it dropped them (EAGAIN, ENOBUFS: as udpSend).
+// UDP generic segmentation offload (udp(7) UDP_SEGMENT): the kernel cuts `data` into datagrams of
+// segmentSize bytes each (the last may be shorter) and sends them to one destination, for the cost of
+// one syscall and one trip down the IP stack (the NIC, or the kernel just before it, does the cutting).
+// TFTP sends a whole window this way. Failures throw like udpSend's; a kernel or device that cannot do
+// it answers EINVAL/EIO/EOPNOTSUPP/ENOPROTOOPT, and the caller falls back to one udpSend per datagram.
+// At most 64 segments and 65507 bytes per call (UDP_MAX_SEGMENTS, the IPv4 length field).
+static napi_value udp_send_segments(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSendSegments(socket, data, segmentSize, address, port) needs five arguments");
+    return NULL;
+  }
+  udp_socket *s = socket_arg(env, argv[0]);
+  if (s == NULL) return NULL;
+  bool is_buffer = false;
+  void *data = NULL;
+  size_t length = 0;
+  NAPI_CALL(env, napi_is_buffer(env, argv[1], &is_buffer));
+  if (!is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"data\" argument must be a Buffer");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_buffer_info(env, argv[1], &data, &length));
+  uint32_t segment, port;
+  struct in_addr address;
+  if (!uint_arg(env, argv[2], "segmentSize", 65507, &segment) || !ipv4_arg(env, argv[3], "address", &address) ||
+      !uint_arg(env, argv[4], "port", 65535, &port)) {
+    return NULL;
+  }
+  if (segment == 0 || length > 65507 || (length + segment - 1) / segment > 64) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udpSendSegments: 1 to 64 segments of at least one byte, 65507 bytes at most");
+    return NULL;
+  }
+  char where[INET_ADDRSTRLEN + 8];
+  char address_text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &address, address_text, sizeof address_text);
+  snprintf(where, sizeof where, "%s:%u", address_text, port);
+  if (s->fd < 0) {
+    throw_errno(env, EBADF, "sendmsg", where);
+    return NULL;
+  }
+
+  struct sockaddr_in to;
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  to.sin_addr = address;
+  to.sin_port = htons((uint16_t)port);
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_name = &to;
+  msg.msg_namelen = sizeof to;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t gso_size = (uint16_t)segment;
+  memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+
+  ssize_t sent;
+  do {
+    sent = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  bool took = true;
+  if (sent < 0) {
+    int err = errno;
+    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+      throw_errno(env, err, "sendmsg", where);
+      return NULL;
+    }
+    s->dropped++;
+    took = false;
+  } else {
+    s->sent += (length + segment - 1) / segment;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_get_boolean(env, took, &result));
+  return result;
+}
+
 // udpClose(handle): idempotent.
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1059,6 +1162,7 @@ NAPI_MODULE_INIT() {
     {"sdNotify", NULL, sd_notify, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSendSegments", NULL, udp_send_segments, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSocketCount", NULL, udp_socket_count, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1067,5 +1171,8 @@ NAPI_MODULE_INIT() {
     {"arpAdd", NULL, arp_add, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof exports_table / sizeof exports_table[0], exports_table));
+  napi_property_descriptor sendfile_table[METALBOX_SENDFILE_PROPERTIES];
+  metalbox_sendfile_properties(sendfile_table);
+  NAPI_CALL(env, napi_define_properties(env, exports, METALBOX_SENDFILE_PROPERTIES, sendfile_table));
   return exports;
 }

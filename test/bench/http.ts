@@ -8,15 +8,18 @@
 // - metalbox: `metalbox serve` from the sources, the file registered with `metalbox images add` and fetched
 //   from /boot/assets/bench/kernel (the route machines use). With --variants, also the same app (buildApp +
 //   boot-http + HttpService + LevelDB store, test/helpers/boot-http-server.ts) with another body writer
-//   and read size: `pump:KiB` (our read loop over recycled buffers, the default) or `stream:KiB` (a piped
-//   fs.ReadStream with that highWaterMark).
+//   and read size: `sendfile:KiB` (the default: sendfile(2) on the native addon's thread; the read size only
+//   matters when it falls back), `pump:KiB` (our read loop over two recycled buffers) or `stream:KiB` (a
+//   piped fs.ReadStream with that highWaterMark). See BODY_MODES in src/services/boot-http/http-file.ts.
 // - nginx: its own config in a temp dir, 1 worker, sendfile on, tcp_nopush, access log off, loopback.
 // - Load: `wrk -t1 -c8 -dSs --timeout 30s` (8 connections, keep-alive, each fetching the whole file again and
 //   again; wrk's default 2 s timeout would count a slow 100 MiB response on a busy machine as an error).
 // - Fairness: the server runs on CPU 1 (taskset -c 1), wrk on CPU 0; both servers get the same file from the
 //   page cache (read once before the runs); rounds alternate which server goes first.
-// - Figures: GiB/s is wrk's bytes read / its duration; CPU per GiB is the server's utime+stime (all its
-//   processes: nginx's master and worker, every Node thread) over the wrk run, divided by the GiB served.
+// - Figures: GiB/s is wrk's bytes read / its duration; "vs nginx" is the median over rounds of the ratio to
+//   nginx's run in the same round; CPU per GiB is the server's utime+stime (all its processes: nginx's master
+//   and worker, every Node thread, our sendfile thread) over the wrk run, divided by the GiB served. On this
+//   shared 2-CPU machine throughput swings 2x with other load; CPU per GiB is the steadier figure (PEERS.md).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, freePort } from '../helpers/process.ts';
 import { formatTable, median, onCleanup, procSample, scratchRoot } from '../helpers/bench-util.ts';
+import { BODY_MODES } from '../../src/services/boot-http/http-file.ts';
 
 const { values } = parseArgs({
   options: {
@@ -38,8 +42,8 @@ const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const SIZE = Number(values['size-mib']) * 1024 * 1024;
 const VARIANTS = values.variants ? values.variants.split(',').map((v) => {
-  const [body, kib] = v.split(':');
-  if ((body !== 'pump' && body !== 'stream') || !(Number(kib) > 0)) throw new Error(`--variants: "${v}" is not pump:KiB or stream:KiB`);
+  const [body = "", kib = ""] = v.split(':');
+  if (!(BODY_MODES as readonly string[]).includes(body) || !(Number(kib) > 0)) throw new Error(`--variants: "${v}" is not MODE:KiB (MODE: ${BODY_MODES.join(', ')})`);
   return { body, bytes: Number(kib) * 1024 };
 }) : [];
 const SERVER_CPU = '1';
@@ -204,16 +208,19 @@ for (let round = 0; round < ROUNDS; round++) {
   }
 }
 
-const nginx = median(results.get(starters[0]![0])!.map((r) => r.gibPerSec));
+// "vs nginx" pairs each run with nginx's run of the same round (the machine's load drifts between rounds);
+// nginx and metalbox serve always run next to each other (first two, or last two when the order is reversed).
+const nginxRuns = results.get(starters[0]![0])!;
+const nginxCpu = median(nginxRuns.map((r) => r.cpuPerGib));
 const rows = starters.map(([name]) => {
   const runs = results.get(name)!;
-  const gib = median(runs.map((r) => r.gibPerSec));
   return [
     name,
-    gib.toFixed(2),
-    `${((100 * gib) / nginx).toFixed(0)}%`,
+    median(runs.map((r) => r.gibPerSec)).toFixed(2),
+    `${(100 * median(runs.map((r, i) => r.gibPerSec / nginxRuns[i]!.gibPerSec))).toFixed(0)}%`,
     median(runs.map((r) => r.cpuPerGib)).toFixed(3),
+    `${(median(runs.map((r) => r.cpuPerGib)) / nginxCpu).toFixed(1)}x`,
     `${(100 * median(runs.map((r) => r.cpuShare))).toFixed(0)}%`,
   ];
 });
-process.stdout.write(`\nmedians over ${ROUNDS} round(s)\n${formatTable(['server', 'GiB/s', 'vs nginx', 'CPU s per GiB', 'server busy'], rows)}\n`);
+process.stdout.write(`\nmedians over ${ROUNDS} round(s)\n${formatTable(['server', 'GiB/s', 'vs nginx (same round)', 'CPU s per GiB', 'CPU vs nginx', 'server busy'], rows)}\n`);

@@ -2,7 +2,7 @@
 // the same atftp clients (PEERS.md). Not a timed test; run it by hand, as root:
 //
 //   node --import tsx test/bench/tftp.ts [--clients 50] [--rounds 2] [--repeat 20] [--big-mib 30]
-//                                        [--servers metalbox,tftpd-hpa,atftpd] [--modes blksize,window8]
+//                                        [--servers metalbox,tftpd-hpa,atftpd] [--modes blksize,window8] [--workloads small,big]
 //
 // Peers (Debian packages): atftp (the client), atftpd, and tftpd-hpa, which conflicts with atftpd as a
 // package: the script takes in.tftpd from PATH, else unpacks tftpd-hpa's .deb (apt-get download +
@@ -21,17 +21,19 @@
 //
 // Fairness: every server gets the same clients, CPUs, files and order of workloads; rounds alternate the
 // order of the servers so the machine's drift hits all of them. MiB/s is payload bytes over the wall time
-// from the first client's start to the last client's end. CPU is utime+stime+cutime+cstime of the server
-// process (atftpd's threads and tftpd-hpa's forked children, which it reaps, included) over that interval.
+// from the first client's start to the last client's end. CPU is the server's over that interval, read from
+// a cgroup v1 cpuacct group per server so that atftpd's threads and tftpd-hpa's forked children (which the
+// kernel reaps for it) count; from /proc when there is no cgroup.
 // metalbox runs with tftp.maxTransfersPerClient raised to 1000: every client here shares one address.
 // Before measuring, each server serves one fetch of each file (warm page cache, metalbox's JIT).
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { Lab, canBuildLab, sh } from '../helpers/netns.ts';
+import { Lab, canBuildLab } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
 import { formatTable, median, onCleanup, scratchRoot } from '../helpers/bench-util.ts';
 
@@ -52,6 +54,7 @@ const { values } = parseArgs({
     'big-mib': { type: 'string', default: '30' },
     servers: { type: 'string', default: SERVERS.join(',') },
     modes: { type: 'string', default: 'blksize,window8' },
+    workloads: { type: 'string', default: 'small,big' },
   },
 });
 const CLIENTS = Number(values.clients);
@@ -85,17 +88,39 @@ function inTftpd(): string {
     mkdirSync(dir, { recursive: true });
     execFileSync('apt-get', ['download', 'tftpd-hpa'], { cwd: dir, stdio: 'inherit' });
     const deb = execFileSync('sh', ['-c', 'ls tftpd-hpa_*.deb | head -1'], { cwd: dir, encoding: 'utf8' }).trim();
-    execFileSync('dpkg-deb', ['-x', deb, dir]);
+    execFileSync('dpkg-deb', ['-x', join(dir, deb), dir]);
   }
   if (!isHpa(bin)) throw new Error(`${bin} is not tftp-hpa's in.tftpd`);
   return bin;
 }
 
 /** utime + stime + cutime + cstime (proc(5) fields 14-17), seconds; USER_HZ is 100 on Linux. */
-function cpuSeconds(pid: number): number {
+function procCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+}
+
+const CPUACCT = '/sys/fs/cgroup/cpuacct';
+
+/**
+ * Where a server's CPU time is read. tftpd-hpa forks a child per transfer and lets the kernel reap them
+ * (SIGCHLD ignored), so their time never reaches its cutime/cstime: each server runs in a cgroup of its
+ * own (cgroup v1 cpuacct, which children join), and cpuacct.usage counts them all. Without cgroups, /proc.
+ */
+function cpuMeter(pid: number, name: string): { seconds: () => number; close: () => void } {
+  const dir = join(CPUACCT, `mbx-bench-tftp-${process.pid}-${name}`);
+  try {
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+    return {
+      seconds: () => Number(readFileSync(join(dir, 'cpuacct.usage'), 'utf8')) / 1e9,
+      close: () => { try { rmdirSync(dir); } catch { /* a task is still in it */ } },
+    };
+  } catch {
+    console.log(`(no cgroup v1 cpuacct: ${name}'s CPU from /proc; forked children are missed)`);
+    return { seconds: () => procCpuSeconds(pid), close: () => undefined };
+  }
 }
 
 async function main(): Promise<void> {
@@ -106,6 +131,13 @@ async function main(): Promise<void> {
     if (current && current.exitCode === null) current.kill('SIGKILL');
     L.destroy();
     rmSync(work, { recursive: true, force: true });
+    // A killed server may take a moment to leave its cgroup: retry the rmdir for up to a second.
+    for (const name of SERVERS) {
+      const dir = join(CPUACCT, `mbx-bench-tftp-${process.pid}-${name}`);
+      for (let i = 0; i < 20 && existsSync(dir); i++) {
+        try { rmdirSync(dir); } catch { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50); }
+      }
+    }
   });
   try {
     const srv = L.ns('srv');
@@ -138,7 +170,9 @@ async function main(): Promise<void> {
     async function startServer(name: ServerName): Promise<ChildProcess> {
       let child: ChildProcess;
       if (name === 'metalbox') {
-        child = L.spawn(srv, 'taskset', ['-c', SERVER_CPU, process.execPath, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'serve', '--config', config], { ...process.env, NOTIFY_SOCKET: '' });
+        // METALBOX_BENCH_NODE_ARGS: extra node flags for metalbox, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+      const nodeArgs = (process.env.METALBOX_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+      child = L.spawn(srv, 'taskset', ['-c', SERVER_CPU, process.execPath, ...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'serve', '--config', config], { ...process.env, NOTIFY_SOCKET: '' });
         let out = '';
         child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
         child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
@@ -153,15 +187,22 @@ async function main(): Promise<void> {
         child = L.spawn(srv, 'taskset', ['-c', SERVER_CPU, 'atftpd', '--daemon', '--no-fork', '--port', '69', '--bind-address', SERVER_IP,
           '--user', 'root', '--group', 'root', '-m', '1000', '--logfile', '/dev/null', root]);
       }
-      child.stdout?.resume();
-      child.stderr?.resume();
+      // METALBOX_BENCH_LOG=FILE keeps the servers' output (else it is read and dropped).
+      if (process.env.METALBOX_BENCH_LOG) {
+        const log = createWriteStream(process.env.METALBOX_BENCH_LOG, { flags: 'a' });
+        child.stdout?.pipe(log);
+        child.stderr?.pipe(log);
+      } else {
+        child.stdout?.resume();
+        child.stderr?.resume();
+      }
       current = child;
       // Ready when a fetch works; it also warms the page cache (and metalbox's JIT) for every server alike.
       for (let i = 0; i < 50; i++) {
-        if (clients('undionly.kpxe', 'blksize', 1, 1).failed === 0) break;
+        if ((await clients('undionly.kpxe', 'blksize', 1, 1)).failed === 0) break;
         await sleep(200);
       }
-      if (clients('big.bin', 'window8', 1, 1).failed !== 0) throw new Error(`${name} did not serve the warm-up fetch`);
+      if ((await clients('big.bin', 'window8', 1, 1)).failed !== 0) throw new Error(`${name} did not serve the warm-up fetch`);
       return child;
     }
 
@@ -174,7 +215,9 @@ async function main(): Promise<void> {
     }
 
     /** `n` clients at once, each fetching `file` `repeat` times; returns wall seconds and failed fetches. */
-    function clients(file: string, mode: Mode, n: number, repeat: number): { seconds: number; failed: number } {
+    // Asynchronous: the servers' output pipes must keep draining while the clients run (a full pipe would
+  // block metalbox's synchronous log writes and stall it).
+  async function clients(file: string, mode: Mode, n: number, repeat: number): Promise<{ seconds: number; failed: number }> {
       const fetch = mode === 'plain'
         ? `tftp -m binary ${SERVER_IP} -c get ${file} /dev/null 2>&1 | grep -q . && exit 1`
         : `atftp ${MODES[mode].map((a) => `'${a}'`).join(' ')} -g -r ${file} -l /dev/null ${SERVER_IP} >/dev/null 2>&1 || exit 1`;
@@ -188,15 +231,17 @@ async function main(): Promise<void> {
   for p in $pids; do wait $p || failed=$((failed+1)); done
   echo $failed`;
       const t0 = process.hrtime.bigint();
-      const out = sh('ip', ['netns', 'exec', cli, 'taskset', '-c', CLIENT_CPU, 'sh', '-c', script], { allowFail: true });
+      const out = await new Promise<string>((resolve) => {
+      execFile('ip', ['netns', 'exec', cli, 'taskset', '-c', CLIENT_CPU, 'sh', '-c', script], { encoding: 'utf8' }, (_err, stdout) => resolve(stdout));
+    });
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       return { seconds, failed: out.trim() === '' ? n : Number(out.trim()) };
     }
 
-    const workloads = [
-      { file: 'undionly.kpxe', repeat: REPEAT, label: `undionly.kpxe x${REPEAT}` },
-      { file: 'big.bin', repeat: 1, label: `${BIG_MIB} MiB` },
-    ] as const;
+    const workloads = ([
+      { name: 'small', file: 'undionly.kpxe', repeat: REPEAT, label: `undionly.kpxe x${REPEAT}` },
+      { name: 'big', file: 'big.bin', repeat: 1, label: `${BIG_MIB} MiB` },
+    ] as const).filter((w) => values.workloads!.split(',').includes(w.name));
     // results[workload|mode][server] = { mibs: [], cpuPerMiB: [] }
     const results = new Map<string, Map<ServerName, { mibs: number[]; cpu: number[]; failed: number }>>();
 
@@ -205,13 +250,13 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? servers : [...servers].reverse();
       for (const name of order) {
         const child = await startServer(name);
-        const pid = child.pid!;
+        const meter = cpuMeter(child.pid!, name);
         for (const w of workloads) {
           for (const mode of modes) {
             const key = `${w.label}|${mode}`;
-            const c0 = cpuSeconds(pid);
-            const r = clients(w.file, mode, CLIENTS, w.repeat);
-            const cpu = cpuSeconds(pid) - c0;
+            const c0 = meter.seconds();
+            const r = await clients(w.file, mode, CLIENTS, w.repeat);
+            const cpu = meter.seconds() - c0;
             const ok = CLIENTS - r.failed;
             const mib = (sizes[w.file] * w.repeat * ok) / (1024 * 1024);
             const row = results.get(key) ?? new Map();
@@ -221,10 +266,11 @@ async function main(): Promise<void> {
             cell.mibs.push(mib / r.seconds);
             cell.cpu.push(mib > 0 ? (cpu * 1000) / mib : Number.NaN);
             cell.failed += r.failed;
-            console.log(`round ${round + 1} ${name.padEnd(9)} ${key.padEnd(28)} ${(mib / r.seconds).toFixed(1).padStart(7)} MiB/s  ${r.seconds.toFixed(2)} s  cpu ${cpu.toFixed(2)} s (${((cpu * 1000) / mib).toFixed(1)} ms/MiB)${r.failed ? `  FAILED ${r.failed}` : ''}`);
+            console.log(`round ${round + 1} ${name.padEnd(9)} ${key.padEnd(28)} ${(mib / r.seconds).toFixed(1).padStart(7)} MiB/s  ${r.seconds.toFixed(2)} s  cpu ${cpu.toFixed(2)} s (${((cpu * 1000) / mib).toFixed(1)} ms/MiB)  load ${loadavg()[0]!.toFixed(1)}${r.failed ? `  FAILED ${r.failed}` : ''}`);
           }
         }
         await stopServer(child);
+        meter.close();
       }
     }
 

@@ -1,6 +1,7 @@
-// Helpers for the benchmarks in test/bench (PEERS.md): a server's CPU time and peak memory read from /proc,
-// the kernel's UDP counters of a namespace, percentiles and medians, a plain-text table, a scratch directory on
-// a real disk, and a cleanup that runs however the run ends (normal exit, an exception, Ctrl-C).
+// Helpers for the benchmarks in test/bench (PEERS.md): a server's CPU time, peak memory and run-queue wait read
+// from /proc, how busy each CPU was (the machine is shared), the kernel's UDP counters of a namespace,
+// percentiles and medians, a plain-text table, a scratch directory on a real disk, and a cleanup that runs
+// however the run ends (normal exit, an exception, Ctrl-C).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';

@@ -173,6 +173,42 @@ t.test('block numbers wrap from 65535 to 0 (over 65535 blocks)', async (t) => {
   t.ok(Buffer.concat(received).equals(data), 'every byte in order');
 });
 
+t.test('segmentation offload: a window leaves in batches of whole packets; a refusal falls back to one send each', async (t) => {
+  const data = pattern(8 * 150 + 5, 3);
+  const batches: number[] = [];
+  const got: Buffer[] = [];
+  let failOnce = true;
+  let failed: unknown;
+  let resolveEnd!: (r: TransferResult) => void;
+  const ended = new Promise<TransferResult>((r) => { resolveEnd = r; });
+  let inWindow = 0;
+  const receive = (packet: Buffer) => {
+    const p = decodeTftp(Buffer.from(packet)) as TftpData;
+    got.push(Buffer.from(p.data));
+    if (++inWindow === 100 || p.data.length < 8) { inWindow = 0; setImmediate(() => tr.onPacket({ op: 'ACK', block: p.block })); }
+  };
+  const tr: Transfer = new Transfer({
+    file: bufferFile(data), netascii: false, blockSize: 8, windowSize: 100, timeoutMs: 5000, retries: 1,
+    send: (d) => { batches.push(1); receive(d); return true; },
+    sendSegments: (d, size) => {
+      t.equal(size, 12, 'segment = header + block');
+      if (batches.length >= 2 && failOnce) { failOnce = false; throw new Error('EIO'); }
+      batches.push(Math.ceil(d.length / size));
+      for (let o = 0; o < d.length; o += size) receive(d.subarray(o, Math.min(o + size, d.length)));
+      return true;
+    },
+    onSegmentsFailed: (err) => { failed = err; },
+    onEnd: (r) => resolveEnd(r),
+  });
+  tr.start();
+  const r = await ended;
+  t.match(r, { ok: true, bytes: data.length, retransmitted: 0 });
+  t.ok(Buffer.concat(got).equals(data), 'every byte once, in order');
+  t.same(batches.slice(0, 2), [64, 36], 'a window of 100 goes as 64 + 36 (64 segments per send at most)');
+  t.match(failed, { message: 'EIO' }, 'the refusal was reported');
+  t.ok(batches.length > 10 && batches.slice(2).every((b) => b === 1), 'then one datagram per send');
+});
+
 t.test('netascii: the converted stream, blocks cut after conversion', async (t) => {
   const data = Buffer.from('line one\nline two\r\nlast\r');
   const h = harness({ file: bufferFile(data), netascii: true });

@@ -1,14 +1,29 @@
 // Sending one file over HTTP the way firmware, iPXE, curl and wget expect: Content-Length, a strong ETag,
-// If-None-Match -> 304, a single byte Range -> 206 (RFC 9110 §14), HEAD, and a streamed body read in large
-// chunks (test/bench/http.ts: 1 MiB reads move several times the bytes per CPU second of 64 KiB reads).
+// If-None-Match -> 304, a single byte Range -> 206 (RFC 9110 §14), HEAD, and a streamed body. The body goes
+// by sendfile(2) off the event loop (test/bench/http.ts: 0.14-0.25 CPU s per GiB, nginx 0.11-0.22; our JS
+// read loop 0.38-0.57, a piped 1 MiB ReadStream 0.5-1.6, a 64 KiB one 0.9-2.1), so a boot storm leaves the
+// event loop to DHCP, TFTP and the API.
 import { createReadStream, type ReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { MetalboxError } from '../../lib/errors.ts';
+import { startSendfile } from '../../lib/sendfile.ts';
 
 /** Default read size of a file body; `BootHttpDeps.readChunkBytes` overrides it (the benchmark sweeps it). */
 export const DEFAULT_READ_CHUNK = 1024 * 1024;
+
+/**
+ * How a body is written (test/bench/http.ts compares them):
+ * - sendfile: the first 64 KiB through Node (they carry the headers), the rest by sendfile(2) on the native
+ *   addon's thread, page cache to socket with no copy through JavaScript; falls back to pump when the
+ *   socket has no descriptor (app.inject) or the addon lacks sendfile.
+ * - pump: our read loop, 1 MiB positional reads into two recycled buffers.
+ * - stream: fastify pipes an fs.ReadStream (a new buffer per read); the benchmark's baseline.
+ */
+export const BODY_MODES = ['sendfile', 'pump', 'stream'] as const;
+export type BodyMode = (typeof BODY_MODES)[number];
+const SENDFILE_FIRST = 64 * 1024;
 
 export type ByteRange = { start: number; end: number };
 
@@ -52,8 +67,8 @@ export interface FileToSend {
   contentType: string;
   cacheControl: string;
   readChunk: number;
-  /** How the body is written: our read loop over recycled buffers (default), or a piped ReadStream. */
-  body?: 'pump' | 'stream';
+  /** How the body is written (see BODY_MODES); default 'sendfile'. */
+  body?: BodyMode;
 }
 
 /** What went out, for the boot timeline: filled in when the response ends or is aborted. */
@@ -99,18 +114,64 @@ export function sendFile(req: FastifyRequest, reply: FastifyReply, file: FileToS
     onceOver(reply, (complete) => done({ status, bytes: complete ? length : Math.min(stream.bytesRead, length), complete }));
     return reply.send(stream);
   }
-  // Our own read loop over recycled buffers: no fresh buffer (page faults, GC) per chunk. fastify still runs
-  // its onResponse hooks (they listen on the response, not on send).
+  // sendfile, or our own read loop over recycled buffers (no fresh buffer, page faults or GC per chunk): we
+  // write the response ourselves. fastify still runs its onResponse hooks (they listen on the response).
   reply.hijack();
   const res = reply.raw;
   res.writeHead(status, reply.getHeaders() as OutgoingHttpHeaders);
   const progress = { handed: 0 };
-  onceOver(reply, (complete) => done({ status, bytes: complete ? length : progress.handed, complete }));
-  void pump(file.fh, res, start, length, file.readChunk, progress).then(
-    () => res.end(),
-    (err: unknown) => { req.log.warn({ err }, 'reading a boot file failed'); res.destroy(err as Error); },
+  const fd = file.body === 'pump' ? undefined : socketFd(req);
+  const writing = (fd === undefined || length <= SENDFILE_FIRST
+    ? pump(file.fh, res, start, length, file.readChunk, progress)
+    : viaSendfile(file.fh, res, fd, start, length, file.readChunk, progress)
+  ).then(
+    (whole) => {
+      if (whole) res.end();
+      else res.destroy();
+      return whole;
+    },
+    (err: unknown) => {
+      req.log.warn({ err }, 'reading a boot file failed');
+      res.destroy(err as Error);
+      return false;
+    },
   ).finally(() => void file.fh.close().catch(() => undefined));
+  // Reported once the response is over and the writer has stopped (so `handed` is final).
+  onceOver(reply, (finished) => void writing.then((whole) => {
+    const complete = finished && whole;
+    done({ status, bytes: complete ? length : progress.handed, complete });
+  }));
   return reply;
+}
+
+/** The descriptor of a plain TCP connection (not TLS, not app.inject's fake socket). */
+function socketFd(req: FastifyRequest): number | undefined {
+  const fd = (req.raw.socket as unknown as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 && req.raw.socket.constructor.name === 'Socket' ? fd : undefined;
+}
+
+/**
+ * The first bytes through Node, so the headers go with them and their write callback tells that everything
+ * Node had queued is in the kernel; then sendfile for the rest, cancelled if the response closes first.
+ */
+async function viaSendfile(fh: FileHandle, res: ServerResponse, fd: number, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
+  const first = Buffer.allocUnsafe(SENDFILE_FIRST);
+  const { bytesRead } = await fh.read(first, 0, SENDFILE_FIRST, start);
+  if (bytesRead !== SENDFILE_FIRST) throw new Error(`file ended at ${start + bytesRead}, expected ${start + length}`);
+  await new Promise<void>((resolve, reject) => res.write(first, (err) => (err ? reject(err) : resolve())));
+  progress.handed += SENDFILE_FIRST;
+  const rest = { start: start + SENDFILE_FIRST, length: length - SENDFILE_FIRST };
+  if (res.destroyed) return false;
+  const job = res.socket && res.socket.writableLength === 0 ? startSendfile(fd, fh.fd, rest.start, rest.length) : undefined;
+  if (!job) return pump(fh, res, rest.start, rest.length, chunk, progress);
+  const cancel = () => job.cancel();
+  res.once('close', cancel);
+  const result = await job.done;
+  res.off('close', cancel);
+  progress.handed += result.sent;
+  if (result.error === 'ENODATA') throw new Error(`file ended at ${rest.start + result.sent}, expected ${start + length}`);
+  // The client went away (EPIPE, ECONNRESET) or the response closed (ECANCELED): Node sees it on its socket.
+  return result.error === undefined;
 }
 
 /** Calls `over` once: true when the whole body went to the socket ('finish'), false when it closed first. */
@@ -144,16 +205,17 @@ function giveBuffer(buf: Buffer): void {
 /**
  * Reads [start, start+length) with positional reads into at most IN_FLIGHT buffers and writes them to the
  * response. A buffer is reused only once its write has completed (the socket no longer references it).
- * Stops early, without error, when the response is destroyed (client gone).
+ * Stops early, without error, when the response is destroyed (client gone). True when all was handed over.
  */
-async function pump(fh: FileHandle, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<void> {
+async function pump(fh: FileHandle, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
   const free: Buffer[] = [];
   let owned = 0;
   let wake: (() => void) | undefined;
   const poke = () => { const w = wake; wake = undefined; w?.(); };
   res.once('close', poke);
+  let pos = 0;
   try {
-    for (let pos = 0; pos < length && !res.destroyed;) {
+    while (pos < length && !res.destroyed) {
       let buf = free.pop();
       if (!buf && owned < IN_FLIGHT) { buf = takeBuffer(chunk); owned++; }
       if (!buf) {
@@ -173,4 +235,5 @@ async function pump(fh: FileHandle, res: ServerResponse, start: number, length: 
     // Buffers still in a pending write go to the GC; the rest back to the shared pool.
     for (const b of free) giveBuffer(b);
   }
+  return pos >= length && !res.destroyed;
 }

@@ -22,7 +22,7 @@ import { newBootToken, pruneBootTokens } from '../../core/boot-tokens.ts';
 import type { EventLog, NewEvent } from '../../core/events.ts';
 import type { MachineRecord, Store } from '../../store/types.ts';
 import { IMAGE_FILES, IPXE_BINARIES, IpxeBinaries, type AssetStore, type ImageFileRole } from '../../store/assets.ts';
-import { DEFAULT_READ_CHUNK, sendFile, type SendOutcome } from './http-file.ts';
+import { DEFAULT_READ_CHUNK, sendFile, type BodyMode, type SendOutcome } from './http-file.ts';
 import { chainScript, kernelScript, localDiskScript, problemScript } from './script.ts';
 
 export interface BootHttpDeps {
@@ -34,9 +34,9 @@ export interface BootHttpDeps {
   /** Config boot.ephemeralImage; the setting `boot.ephemeralImage` in the store overrides it. */
   ephemeralImage: string | undefined;
   tokenTtlMs: number;
-  /** Read size for file bodies (default 1 MiB) and how they are written (default 'pump'); benchmark knobs. */
+  /** Read size for file bodies (default 1 MiB) and how they are written (default sendfile); benchmark knobs. */
   readChunkBytes?: number;
-  body?: 'pump' | 'stream';
+  body?: BodyMode;
   now?: () => number;
 }
 
@@ -58,7 +58,7 @@ interface Identity { mac?: string; uuid?: string }
 export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
   const now = deps.now ?? Date.now;
   const readChunk = deps.readChunkBytes ?? DEFAULT_READ_CHUNK;
-  const body = deps.body ?? 'pump';
+  const body = deps.body ?? 'sendfile';
   const limited = limitedLogger(deps.logger);
 
   return async (fastify) => {

@@ -15,7 +15,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge } from 'prom-client';
 import type { Config } from '../../config/schema.ts';
-import type { EventLog } from '../../core/events.ts';
+import type { EventLog, NewEvent } from '../../core/events.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -34,8 +34,12 @@ const HEADER_BYTES = 32;
 const MAX_WINDOW_BYTES = 128 * 1024;
 /** ERROR message for a request that does not parse: with the 5 bytes around it, no longer than the requests it answers. */
 const MALFORMED_REPLY = 'bad request';
-/** Boot-timeline events being written at once at most; beyond it they are counted and dropped. */
-const MAX_PENDING_EVENTS = 256;
+/** How long a client address -> MAC lookup is reused. */
+const MAC_CACHE_MS = 5000;
+/** Boot-timeline events waiting to be written at most; beyond it they are counted and dropped. */
+const MAX_PENDING_EVENTS = 10_000;
+/** Boot-timeline events are written in one batch at most this often. */
+const EVENT_FLUSH_MS = 200;
 
 export interface TftpServiceDeps {
   config: Config;
@@ -70,11 +74,18 @@ export class TftpService implements Service {
   /** Transfers by client address:port, including those still opening their file. */
   private readonly active = new Map<string, Active>();
   private readonly perClient = new Map<string, number>();
-  private pendingEvents = new Set<Promise<void>>();
+  private eventQueue: NewEvent[] = [];
+  /** Events recorded and not yet written (their subject may still be being looked up). */
+  private eventsQueued = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
   private readonly log: LimitedLog;
   private readonly now: () => number;
   private readonly m: ReturnType<typeof createTftpMetrics>;
   private stopped = false;
+  private readonly macCache = new Map<string, { mac: string | undefined; at: number }>();
+  /** Windows leave through UDP segmentation offload (udp(7) UDP_SEGMENT) until the kernel refuses it once. */
+  private segmentation = true;
 
   constructor(private readonly deps: TftpServiceDeps) {
     this.log = limitedLogger(deps.logger);
@@ -123,9 +134,15 @@ export class TftpService implements Service {
     this.stopped = true;
     for (const l of this.listeners.splice(0)) l.socket.close();
     for (const a of [...this.active.values()]) a.transfer?.abort('aborted', 'server shutting down');
-    // Let the boot-timeline events of the transfers that just ended reach the store.
+    // Write the boot-timeline events still queued, those of the transfers that just ended included.
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
     const deadline = this.now() + 2000;
-    while (this.pendingEvents.size > 0 && this.now() < deadline) await Promise.race([Promise.allSettled([...this.pendingEvents]), new Promise((r) => setTimeout(r, 100))]);
+    while (this.eventsQueued > 0 && this.now() < deadline) {
+      await this.flushing;
+      await this.flushEvents();
+      if (this.eventsQueued > 0) await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Transfers in progress (tests, status). */
@@ -167,9 +184,10 @@ export class TftpService implements Service {
     const key = `${d.address}:${d.port}`;
     const existing = this.active.get(key);
     if (existing) {
-      // The client repeated its request because our first answer was slow or lost: the transfer already
-      // running for it retransmits on its own. A request for another file from the same port replaces it.
-      if (existing.file === req.filename) {
+      // The same request again before the client heard from us: our first answer was slow or lost, and the
+      // transfer already running retransmits it on its own. Anything else from that port (another file, or
+      // a new client process that got the port of one that went away mid-transfer) replaces the transfer.
+      if (existing.file === req.filename && !existing.transfer?.heard) {
         this.m.refused.inc({ reason: 'duplicate' });
         return;
       }
@@ -208,7 +226,7 @@ export class TftpService implements Service {
     const mac = await this.macOf(d.address);
     const client: TftpClient = { address: d.address, ...(mac ? { mac } : {}) };
     const record = (ok: boolean, bytes: number, extra: Record<string, unknown> = {}) =>
-      this.record(mac, d.address, { file: req.filename, bytes, ms: this.now() - started, ok, client: d.address, ...extra });
+      this.record(mac ?? d.address, { file: req.filename, bytes, ms: this.now() - started, ok, client: d.address, ...extra });
 
     let file: TftpFile | undefined;
     try {
@@ -245,7 +263,9 @@ export class TftpService implements Service {
     const n = negotiate(req.options, netascii ? undefined : file.size, { maxBlockSize: listener.maxBlockSize, maxWindowSize: config.tftp.maxWindowSize, maxWindowBytes: MAX_WINDOW_BYTES });
     let socket: UdpSocket;
     try {
-      socket = openUdpSocket({ port: 0, address: d.interfaceAddress, device: listener.ifname }, (dd) => onDatagram(dd));
+      // No SO_REUSEADDR: with it, bind(2) to port 0 may hand out a port another transfer's socket (also
+      // SO_REUSEADDR) already holds, and the two transfers would then read each other's ACKs.
+      socket = openUdpSocket({ port: 0, address: d.interfaceAddress, device: listener.ifname, reuseAddress: false }, (dd) => onDatagram(dd));
     } catch (err) {
       await file.close();
       this.release(a);
@@ -271,6 +291,14 @@ export class TftpService implements Service {
       retries: config.tftp.retries,
       ...(n.oack.length > 0 ? { oack: encodeTftp({ op: 'OACK', options: n.oack }) } : {}),
       send,
+      ...(this.segmentation ? {
+        sendSegments: (data: Buffer, segmentSize: number) => socket.sendSegments(data, segmentSize, d.address, d.port),
+        onSegmentsFailed: (err: unknown) => {
+          if (!this.segmentation) return;
+          this.segmentation = false;
+          this.deps.logger.warn({ err: { code: isMetalboxError(err) ? err.code : undefined, errno: (err as MetalboxError).details?.errno, message: (err as Error).message } }, 'UDP segmentation offload unavailable: TFTP windows go one datagram per send');
+        },
+      } : {}),
       onSent: (bytes, resent) => {
         this.m.bytes.inc(bytes);
         if (resent > 0) this.m.retransmissions.inc(resent);
@@ -329,7 +357,7 @@ export class TftpService implements Service {
     this.refuse(listener, d, `path-${reason}`, ERROR_CODE.ACCESS_VIOLATION, 'access violation', {});
     // JSON.stringify in the log line: the name may hold control bytes meant for a terminal.
     this.log('warn', `path:${reason}`, { ifname: listener.ifname, client: `${d.address}:${d.port}`, file: JSON.stringify(file), reason }, 'tftp request outside the root refused');
-    this.record(mac, d.address, { file, bytes: 0, ms: 0, ok: false, client: d.address, error: `path-${reason}` });
+    this.record(mac ?? this.macOf(d.address).then((m) => m ?? d.address), { file, bytes: 0, ms: 0, ok: false, client: d.address, error: `path-${reason}` });
   }
 
   /** ERROR reply from the listening socket (the request got no TID of its own), plus the counter. */
@@ -347,29 +375,62 @@ export class TftpService implements Service {
     }
   }
 
-  /** The MAC of the machine that has `ip` leased, if any. */
+  /**
+   * The MAC of the machine that has `ip` leased, if any. Remembered for a few seconds: a booting machine
+   * asks for several files in a row, and a store read per request costs more than a small file's transfer.
+   */
   private async macOf(ip: string): Promise<string | undefined> {
+    const now = this.now();
+    const hit = this.macCache.get(ip);
+    if (hit && now - hit.at < MAC_CACHE_MS) return hit.mac;
+    let mac: string | undefined;
     try {
-      return (await this.deps.store.leases.get(ip))?.mac;
+      mac = (await this.deps.store.leases.get(ip))?.mac;
     } catch {
       return undefined; // a closing store must not stop a boot
     }
+    if (this.macCache.size >= 4096) this.macCache.clear();
+    this.macCache.set(ip, { mac, at: now });
+    return mac;
   }
 
   /** Appends a boot-timeline event, bounded: under a request flood the events are counted and dropped, not queued without end. */
-  private record(mac: string | undefined, address: string, data: Record<string, unknown>): void {
-    if (this.pendingEvents.size >= MAX_PENDING_EVENTS) {
+  /**
+   * Queues a boot-timeline event (against `subject`: the MAC, else the address). Events are written in
+   * batches, at most every EVENT_FLUSH_MS: a durable write is an fsync on the libuv thread pool, and one
+   * per transfer would hold up the file reads of every other transfer during a boot storm. The queue is
+   * bounded: beyond it (a request flood) events are counted and dropped.
+   */
+  private record(subject: string | Promise<string>, data: Record<string, unknown>): void {
+    if (this.eventsQueued >= MAX_PENDING_EVENTS) {
       this.m.eventsDropped.inc();
       return;
     }
-    // Against the machine: its MAC (known from the request, else looked up now), else the address.
-    const p = (mac !== undefined ? Promise.resolve(mac) : this.macOf(address))
-      .then((m) => this.deps.events.append({ type: 'boot.tftp', actor: 'tftp', subject: m ?? address, data }))
-      .catch((err: unknown) => {
-      this.m.eventsDropped.inc();
-      this.log('warn', 'event', { err: { code: isMetalboxError(err) ? err.code : undefined, message: (err as Error).message } }, 'tftp boot event not recorded');
-    }).finally(() => this.pendingEvents.delete(p));
-    this.pendingEvents.add(p);
+    this.eventsQueued++;
+    void Promise.resolve(subject).then((s) => {
+      this.eventQueue.push({ type: 'boot.tftp', actor: 'tftp', subject: s, data });
+      this.flushSoon();
+    });
+  }
+
+  private flushSoon(): void {
+    if (this.flushTimer !== undefined || this.flushing !== undefined) return;
+    this.flushTimer = setTimeout(() => { this.flushTimer = undefined; void this.flushEvents(); }, EVENT_FLUSH_MS);
+  }
+
+  private async flushEvents(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    const batch = this.eventQueue.splice(0);
+    if (batch.length === 0) return;
+    this.flushing = this.deps.events.append(...batch).catch((err: unknown) => {
+      this.m.eventsDropped.inc(batch.length);
+      this.log('warn', 'event', { err: { code: isMetalboxError(err) ? err.code : undefined, message: (err as Error).message } }, 'tftp boot events not recorded');
+    }).finally(() => {
+      this.eventsQueued -= batch.length;
+      this.flushing = undefined;
+      if (this.eventQueue.length > 0) this.flushSoon();
+    });
+    return this.flushing;
   }
 }
 

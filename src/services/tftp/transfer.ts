@@ -24,6 +24,8 @@ export const CHUNK_BYTES = 64 * 1024;
 /** A send the kernel dropped (full send queue) is retried this soon, without counting as a timeout. */
 const LOCAL_RETRY_MS = 10;
 const MAX_LOCAL_RETRIES = 200;
+/** UDP_MAX_SEGMENTS of Linux before 6.x (it is 128 since): segments per UDP_SEGMENT send. */
+const MAX_SEGMENTS = 64;
 /** The back-off's ceiling unless the client asked for a longer timeout (RFC 2349). */
 const MAX_BACKOFF_MS = 30_000;
 
@@ -57,6 +59,13 @@ export interface TransferParams {
   oack?: Buffer;
   /** Sends one datagram to the client's TID; false when the kernel dropped it (full send queue). */
   send: (data: Buffer) => boolean;
+  /**
+   * Sends consecutive datagrams of `segmentSize` bytes packed in `data` in one go (UDP segmentation
+   * offload); used for windows of more than one block when given. Throws when the kernel cannot: the
+   * transfer then sends one datagram at a time and reports it through onSegmentsFailed.
+   */
+  sendSegments?: (data: Buffer, segmentSize: number) => boolean;
+  onSegmentsFailed?: (err: unknown) => void;
   /** Called once, when the transfer ends either way. */
   onEnd: (result: TransferResult) => void;
   /** Told of DATA payload bytes put on the wire (first sends and resends). */
@@ -167,12 +176,20 @@ export class Transfer {
   /** Bumped on every window send, so a window whose read finished late does not go out after a newer one. */
   private generation = 0;
   private retransmitted = 0;
+  /** The window's packets laid end to end for sendSegments, and how many blocks fit (undefined: one send per datagram). */
+  private batch: Buffer | undefined;
+  private batchBlocks = 1;
   private totalTimeouts = 0;
   private partialAcks = 0;
 
   constructor(private readonly p: TransferParams) {
     this.stream = new BlockStream(p.file, p.netascii);
     this.packet = Buffer.allocUnsafe(4 + p.blockSize);
+    if (p.sendSegments && p.windowSize > 1) {
+      // udp(7): at most 64 segments, and one IPv4 datagram's worth of bytes (65507) per send.
+      this.batchBlocks = Math.min(p.windowSize, MAX_SEGMENTS, Math.floor(65507 / (4 + p.blockSize)));
+      if (this.batchBlocks > 1) this.batch = Buffer.allocUnsafe(this.batchBlocks * (4 + p.blockSize));
+    }
   }
 
   start(): void {
@@ -187,6 +204,7 @@ export class Transfer {
   /** A packet from the client's TID. */
   onPacket(pkt: TftpPacket): void {
     if (this.phase === 'done') return;
+    this.heard = true;
     if (pkt.op === 'ERROR') {
       // RFC 2347: error 8 answers an OACK whose options the client will not take.
       const reason = pkt.code === ERROR_CODE.OPTION_REFUSED ? 'options-refused' : 'client-error';
@@ -233,6 +251,9 @@ export class Transfer {
     return this.phase === 'done';
   }
 
+  /** The client has answered at least once (so a new request from its port is a new transfer, not a repeat). */
+  heard = false;
+
   private sendOack(): void {
     if (this.timer !== undefined) { this.retransmitted++; this.p.onSent?.(0, 1); }
     this.p.send(this.p.oack!);
@@ -260,7 +281,41 @@ export class Transfer {
     let bytes = 0;
     let resent = 0;
     let dropped = false;
-    for (let n = first; n < first + this.p.windowSize; n++) {
+    const stop = first + this.p.windowSize;
+    let n = first;
+    // With segmentation offload, whole runs of the window leave in one syscall (see `batchBlocks`).
+    while (this.batch !== undefined && n < stop && !dropped && n <= this.lastBlock) {
+      let off = 0;
+      const from = n;
+      let batchBytes = 0;
+      for (; n < stop && n - from < this.batchBlocks; n++) {
+        const data = this.stream.slice((n - 1) * bs, n * bs);
+        encodeDataInto(this.batch.subarray(off), n & 0xffff, data);
+        off += 4 + data.length;
+        batchBytes += data.length;
+        if (data.length < bs) {
+          this.lastBlock = n;
+          this.lastLength = data.length;
+          n++;
+          break;
+        }
+      }
+      let took: boolean;
+      try {
+        took = this.p.sendSegments!(this.batch.subarray(0, off), 4 + bs);
+      } catch (err) {
+        // The kernel or the device cannot segment: one datagram per send from here on.
+        this.batch = undefined;
+        this.p.onSegmentsFailed?.(err);
+        n = from;
+        break;
+      }
+      if (!took) { dropped = true; n = from; break; }
+      this.sentUpTo = n - 1;
+      bytes += batchBytes;
+      resent += Math.max(0, Math.min(n - 1, this.maxSent) - from + 1);
+    }
+    for (; n < stop && !dropped && n <= this.lastBlock; n++) {
       const data = this.stream.slice((n - 1) * bs, n * bs);
       if (!this.p.send(encodeDataInto(this.packet, n & 0xffff, data))) {
         dropped = true;
