@@ -196,6 +196,8 @@ export class Transfer {
     if (this.p.oack) {
       this.phase = 'oack';
       this.sendOack();
+      // Read the first window while the client answers the OACK.
+      void this.stream.ensure(0, this.p.windowSize * this.p.blockSize).catch(() => undefined);
     } else {
       void this.sendWindow(1);
     }
