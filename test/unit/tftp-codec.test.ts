@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { isMetalboxError } from '../../src/lib/errors.ts';
 import {
   decodeTftp,
+  encodeDataHeader,
   encodeDataInto,
   encodeTftp,
   formatTftp,
@@ -78,6 +79,10 @@ t.test('DATA is a view, encodeDataInto reuses a buffer', async (t) => {
   t.equal(b.length, 6);
   t.same(decodeTftp(b), { op: 'DATA', block: 9, data: Buffer.from('xy') });
   t.throws(() => encodeDataInto(Buffer.alloc(5), 1, Buffer.from('xy')), TypeError);
+  const two = Buffer.alloc(12);
+  encodeDataHeader(two, 6, 65535);
+  t.same([...two.subarray(6, 10)], [0, 3, 255, 255], 'encodeDataHeader at an offset');
+  t.throws(() => encodeDataHeader(two, 9, 1), TypeError, 'no room');
 });
 
 t.test('encoder refuses what the decoder would (caller bugs are TypeErrors)', async (t) => {

@@ -6,6 +6,7 @@ export {
   MAX_BLOCK_SIZE,
   OPCODE,
   decodeTftp,
+  encodeDataHeader,
   encodeDataInto,
   encodeTftp,
   optionValue,

@@ -202,6 +202,14 @@ export function encodeDataInto(target: Buffer, block: number, payload: Uint8Arra
   return target.subarray(0, 4 + payload.length);
 }
 
+/** Writes the 4-byte DATA header (opcode 3, block) at `offset` of `target`; the payload goes right after it. */
+export function encodeDataHeader(target: Buffer, offset: number, block: number): void {
+  checkU16(block, 'block');
+  if (offset < 0 || offset + 4 > target.length) throw new TypeError(`encodeDataHeader: no room for 4 bytes at offset ${offset} of ${target.length}`);
+  target.writeUInt16BE(OPCODE.DATA, offset);
+  target.writeUInt16BE(block, offset + 2);
+}
+
 /** The value of an option by name, compared case-insensitively (RFC 2347); undefined when absent. */
 export function optionValue(opts: readonly TftpOption[], name: string): string | undefined {
   const key = name.toLowerCase();

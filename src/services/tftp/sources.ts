@@ -6,7 +6,7 @@
 // Every name is checked by `checkTftpPath` before any source sees it. The root source checks again and,
 // after opening, asks the kernel where the opened file really is (/proc/self/fd): a symlink, or a
 // directory swapped for one between the check and the open, cannot lead outside the root.
-import { close as fsClose, closeSync, constants, fstatSync, openSync, read as fsRead, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, read as fsRead, readlinkSync, realpathSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { errnoCode, MetalboxError } from '../../lib/errors.ts';
@@ -14,8 +14,12 @@ import { errnoCode, MetalboxError } from '../../lib/errors.ts';
 export interface TftpFile {
   /** Bytes in the file (octet mode: what the transfer sends; reported as tsize, RFC 2349). */
   readonly size: number;
-  /** Up to `length` bytes at `offset`; fewer only at the end of the file. Throws TFTP_READ_FAILED. */
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Up to `length` bytes at `offset`; fewer only at the end of the file. Throws TFTP_READ_FAILED. With
+   * `into` (at least `length` bytes), a source may read into it and return a view of it, so the caller
+   * can reuse its buffers; it may also ignore it.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -74,9 +78,9 @@ class DiskFile implements TftpFile {
 
   constructor(private readonly fd: number, readonly size: number, private readonly name: string) {}
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (this.closing) throw readFailed(this.name, new Error('the file is closed'));
-    const buf = Buffer.allocUnsafe(length);
+    const buf = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
     let got = 0;
     this.inFlight++;
     try {
@@ -92,7 +96,7 @@ class DiskFile implements TftpFile {
       this.inFlight--;
       if (this.closing && this.inFlight === 0) this.release();
     }
-    return got === length ? buf : buf.subarray(0, got);
+    return buf.length === got ? buf : buf.subarray(0, got);
   }
 
   async close(): Promise<void> {
@@ -103,7 +107,8 @@ class DiskFile implements TftpFile {
   private release(): void {
     if (this.closed) return;
     this.closed = true;
-    fsClose(this.fd, () => undefined);
+    // close(2) of a regular file is quick: no thread-pool trip for it.
+    try { closeSync(this.fd); } catch { /* nothing to do */ }
   }
 }
 

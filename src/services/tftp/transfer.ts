@@ -16,7 +16,7 @@
 //
 // The file is read in chunks ahead of the window (one chunk of read-ahead, never the whole file), and
 // the bytes before the first unacknowledged block are dropped as the window moves.
-import { encodeDataInto, encodeTftp, ERROR_CODE, toNetascii, type TftpPacket } from '../../protocols/tftp/index.ts';
+import { encodeDataHeader, encodeTftp, ERROR_CODE, toNetascii, type TftpPacket } from '../../protocols/tftp/index.ts';
 import type { TftpFile } from './sources.ts';
 
 /** Read-ahead chunk: large enough to make disk reads cheap, small enough for thousands of transfers. */
@@ -72,31 +72,52 @@ export interface TransferParams {
   onSent?: (bytes: number, retransmitted: number) => void;
 }
 
+interface Chunk {
+  /** Stream offset of data[0]. */
+  start: number;
+  data: Buffer;
+  /** The whole read buffer behind `data`, when it is ours to reuse once the chunk is acknowledged. */
+  backing?: Buffer;
+}
+
 /**
  * The bytes a transfer sends, from a file read in order with one chunk of read-ahead (at most one read in
  * flight). `ensure(start, end)` makes [start, end) available (less at the end of the file) and drops what
- * is before `start`; calls are serialised, since the chunks must be appended in file order.
+ * is before `start`; calls are serialised, since the chunks must be appended in file order. Blocks are
+ * copied straight from the chunks into the packet being sent, so chunks are never joined, and in octet
+ * mode a chunk's buffer is reused for a later read once its blocks are acknowledged: a transfer of any
+ * size allocates a few read buffers, not one per chunk (which kept V8's garbage collector busy).
  */
 class BlockStream {
-  private buf: Buffer = Buffer.alloc(0);
-  /** Stream offset of buf[0]. */
-  private base = 0;
+  private chunks: Chunk[] = [];
+  /** Stream offset just past the last chunk. */
+  private end = 0;
   private fileOffset = 0;
   private sourceDone = false;
-  /** The stream has ended at base + buf.length. */
+  /** The stream has ended at `end`. */
   private eof = false;
-  private ahead: Promise<Buffer> | undefined;
+  private ahead: Promise<Chunk> | undefined;
+  private spare: Buffer[] = [];
   private running = 0;
   private tail: Promise<void> = Promise.resolve();
 
   constructor(private readonly file: TftpFile, private readonly netascii: boolean) {}
 
-  private async readChunk(): Promise<Buffer> {
-    if (this.sourceDone) return Buffer.alloc(0);
-    const raw = await this.file.read(this.fileOffset, CHUNK_BYTES);
+  private async readChunk(): Promise<Chunk> {
+    // Octet mode knows the size: read no further than it (no read just to find the end).
+    const want = this.netascii ? CHUNK_BYTES : Math.min(CHUNK_BYTES, this.file.size - this.fileOffset);
+    if (this.sourceDone || want <= 0) {
+      this.sourceDone = true;
+      return { start: 0, data: EMPTY };
+    }
+    const into = this.netascii ? undefined : (this.spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
+    const raw = await this.file.read(this.fileOffset, want, into);
     this.fileOffset += raw.length;
-    if (raw.length < CHUNK_BYTES) this.sourceDone = true;
-    return this.netascii ? toNetascii(raw) : raw;
+    if (raw.length < want || (!this.netascii && this.fileOffset >= this.file.size)) this.sourceDone = true;
+    if (this.netascii) return { start: 0, data: toNetascii(raw) };
+    const ours = into !== undefined && raw.buffer === into.buffer && raw.byteOffset === into.byteOffset;
+    if (!ours && into !== undefined) this.spare.push(into);
+    return { start: 0, data: raw, ...(ours ? { backing: into } : {}) };
   }
 
   /**
@@ -104,7 +125,8 @@ class BlockStream {
    * read-ahead going, and returns true (no await needed). Otherwise false: call ensure().
    */
   advance(start: number, end: number): boolean {
-    if (this.running > 0 || start < this.base || (this.base + this.buf.length < end && !this.eof)) return false;
+    const first = this.chunks[0]?.start ?? this.end;
+    if (this.running > 0 || start < first || (this.end < end && !this.eof)) return false;
     this.trim(start);
     this.readAhead(end);
     return true;
@@ -117,14 +139,16 @@ class BlockStream {
     return run;
   }
 
+  /** Drops (and recycles) the chunks that end at or before `start`. */
   private trim(start: number): void {
-    if (start <= this.base) return;
-    this.buf = this.buf.subarray(Math.min(start - this.base, this.buf.length));
-    this.base = start;
+    while (this.chunks.length > 0 && this.chunks[0]!.start + this.chunks[0]!.data.length <= start) {
+      const c = this.chunks.shift()!;
+      if (c.backing && this.spare.length < 2) this.spare.push(c.backing);
+    }
   }
 
   private readAhead(end: number): void {
-    if (this.eof || this.ahead !== undefined || this.base + this.buf.length - end >= CHUNK_BYTES) return;
+    if (this.eof || this.sourceDone || this.ahead !== undefined || this.end - end >= CHUNK_BYTES) return;
     const p = this.readChunk();
     p.catch(() => undefined); // rethrown to whoever awaits it
     this.ahead = p;
@@ -132,28 +156,47 @@ class BlockStream {
 
   private async fill(start: number, end: number): Promise<void> {
     this.trim(start);
-    while (this.base + this.buf.length < end && !this.eof) {
+    while (this.end < end && !this.eof) {
       const next = this.ahead ?? this.readChunk();
       this.ahead = undefined;
-      const piece = await next;
-      if (piece.length === 0) this.eof = true;
-      else this.buf = this.buf.length === 0 ? piece : Buffer.concat([this.buf, piece]);
+      const chunk = await next;
+      if (chunk.data.length === 0) {
+        this.eof = true;
+      } else {
+        chunk.start = this.end;
+        this.end += chunk.data.length;
+        this.chunks.push(chunk);
+        if (this.sourceDone && this.ahead === undefined) this.eof = true;
+      }
     }
     this.readAhead(end);
   }
 
-  /** A view of [start, end) clipped to the data available (after ensure or advance). */
-  slice(start: number, end: number): Buffer {
-    return this.buf.subarray(start - this.base, Math.min(end, this.base + this.buf.length) - this.base);
+  /** Copies stream bytes [start, end) - fewer at the end of the stream - into `target` at `at`; returns the count. */
+  copy(target: Buffer, at: number, start: number, end: number): number {
+    let copied = 0;
+    for (const c of this.chunks) {
+      const cEnd = c.start + c.data.length;
+      if (cEnd <= start) continue;
+      if (c.start >= end) break;
+      const from = Math.max(start, c.start);
+      const to = Math.min(end, cEnd);
+      c.data.copy(target, at + copied, from - c.start, to - c.start);
+      copied += to - from;
+    }
+    return copied;
   }
 
   /** Drops the buffered data (the transfer is over). */
   release(): void {
-    this.buf = Buffer.alloc(0);
+    this.chunks = [];
+    this.spare = [];
     this.ahead = undefined;
     this.eof = true;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export class Transfer {
   private readonly stream: BlockStream;
@@ -291,13 +334,13 @@ export class Transfer {
       const from = n;
       let batchBytes = 0;
       for (; n < stop && n - from < this.batchBlocks; n++) {
-        const data = this.stream.slice((n - 1) * bs, n * bs);
-        encodeDataInto(this.batch.subarray(off), n & 0xffff, data);
-        off += 4 + data.length;
-        batchBytes += data.length;
-        if (data.length < bs) {
+        encodeDataHeader(this.batch, off, n & 0xffff);
+        const length = this.stream.copy(this.batch, off + 4, (n - 1) * bs, n * bs);
+        off += 4 + length;
+        batchBytes += length;
+        if (length < bs) {
           this.lastBlock = n;
-          this.lastLength = data.length;
+          this.lastLength = length;
           n++;
           break;
         }
@@ -318,17 +361,18 @@ export class Transfer {
       resent += Math.max(0, Math.min(n - 1, this.maxSent) - from + 1);
     }
     for (; n < stop && !dropped && n <= this.lastBlock; n++) {
-      const data = this.stream.slice((n - 1) * bs, n * bs);
-      if (!this.p.send(encodeDataInto(this.packet, n & 0xffff, data))) {
+      encodeDataHeader(this.packet, 0, n & 0xffff);
+      const length = this.stream.copy(this.packet, 4, (n - 1) * bs, n * bs);
+      if (!this.p.send(this.packet.subarray(0, 4 + length))) {
         dropped = true;
         break;
       }
       this.sentUpTo = n;
-      bytes += data.length;
+      bytes += length;
       if (n <= this.maxSent) resent++;
-      if (data.length < bs) {
+      if (length < bs) {
         this.lastBlock = n;
-        this.lastLength = data.length;
+        this.lastLength = length;
         break;
       }
     }
