@@ -321,7 +321,8 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
 //   udpOpen   socket + options + bind; a uv_poll_t watches the fd on the env's libuv loop; the JS handle
 //             object is napi_wrap'ped around the struct and held by a strong reference while open, so an
 //             open socket is never collected (like node:dgram's: a bound socket lives until closed).
-//   readable  at most UDP_BATCH datagrams per wakeup, one JS call each, then back to the loop: a flooded
+//   readable  at most read_batch datagrams per wakeup (option readBatch, default UDP_BATCH), one JS call
+//             each, then back to the loop: a flooded
 //             socket cannot starve timers or other sockets (epoll is level-triggered; the rest is read
 //             on the next turn).
 //   udpClose  uv_close (stops polling at once; its callback runs on a later turn), close(2), references
@@ -361,6 +362,7 @@ typedef struct udp_socket {
   napi_async_context async_context;  // for async_hooks: datagrams run in this socket's async context
   unsigned char *recv_buf;           // module_state.recv_buf of this env; used only while open
   uint32_t port;                     // the bound port (getsockname(2): the kernel's pick for port 0)
+  uint32_t read_batch;               // datagrams read per readable event
   uint64_t received, truncated, sent, dropped, receive_errors;
   uint32_t kernel_dropped;           // SO_MEMINFO drops, snapshot taken at close
 } udp_socket;
@@ -560,7 +562,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   // One callback scope per batch: process.nextTick callbacks and promise jobs queued by the datagram
   // callbacks run when it closes, as after any other I/O callback.
   s->dispatching = true;
-  for (int i = 0; i < UDP_BATCH && s->fd >= 0; i++) {
+  for (uint32_t i = 0; i < s->read_batch && s->fd >= 0; i++) {
     if (!receive_one(s, callback)) break;
   }
   s->dispatching = false;
@@ -644,7 +646,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value options = argv[0], value;
   napi_valuetype type;
   struct in_addr address;
-  uint32_t port, rcvbuf = 0;
+  uint32_t port, rcvbuf = 0, read_batch = UDP_BATCH;
   bool broadcast, freebind, reuse;
   if (!get_option(env, options, "address", &value, &type) || !ipv4_arg(env, value, "address", &address) ||
       !get_option(env, options, "port", &value, &type) || !uint_arg(env, value, "port", 65535, &port) ||
@@ -652,9 +654,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
       !bool_option(env, options, "freebind", false, &freebind) ||
       !bool_option(env, options, "reuseAddress", true, &reuse) ||
       !get_option(env, options, "receiveBufferSize", &value, &type) ||
-      (type != napi_undefined && !uint_arg(env, value, "receiveBufferSize", INT32_MAX / 2, &rcvbuf))) {
+      (type != napi_undefined && !uint_arg(env, value, "receiveBufferSize", INT32_MAX / 2, &rcvbuf)) ||
+      !get_option(env, options, "readBatch", &value, &type) ||
+      (type != napi_undefined && !uint_arg(env, value, "readBatch", 4096, &read_batch))) {
     return NULL;
   }
+  if (read_batch == 0) read_batch = 1;
   char *device = NULL;
   if (!get_option(env, options, "device", &value, &type)) return NULL;
   if (type != napi_undefined && type != napi_null) {
@@ -736,6 +741,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   s->poll_closed = true;  // until uv_poll_init succeeds there is no handle to wait for
   s->recv_buf = state->recv_buf;
   s->port = ntohs(sa.sin_port);
+  s->read_batch = read_batch;
   s->poll.data = s;
 
   // JS side first: each step can fail and is undone by release_socket(s, true) below.
@@ -781,6 +787,64 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+// The socket and Buffer arguments every send starts with (argv[0], argv[1]). False with an exception pending.
+static bool send_head(napi_env env, napi_value *argv, udp_socket **s, void **data, size_t *length) {
+  *s = socket_arg(env, argv[0]);
+  if (*s == NULL) return false;
+  bool is_buffer = false;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"data\" argument must be a Buffer");
+    return false;
+  }
+  return napi_get_buffer_info(env, argv[1], data, length) == napi_ok;
+}
+
+// One sendmsg(2) of `data` to address:port with an optional control message; returns JS true when the
+// kernel took it, false when it dropped it (EAGAIN, EWOULDBLOCK, ENOBUFS: the send queue is full or the
+// kernel is out of buffers; udp(7)). Other failures throw (code = errno name). The destination text for the
+// error is formatted only on that path: the success path is a DHCP/TFTP server's per-packet cost.
+static napi_value send_datagram(napi_env env, udp_socket *s, struct in_addr address, uint32_t port, void *data,
+                                size_t length, struct msghdr *msg) {
+  ssize_t sent = -1;
+  int err = EBADF;
+  if (s->fd >= 0) {
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_addr = address;
+    to.sin_port = htons((uint16_t)port);
+    struct iovec iov = {.iov_base = data, .iov_len = length};
+    msg->msg_name = &to;
+    msg->msg_namelen = sizeof to;
+    msg->msg_iov = &iov;
+    msg->msg_iovlen = 1;
+    do {
+      sent = sendmsg(s->fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) err = errno;
+  }
+  bool took = true;
+  if (sent < 0) {
+    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+      char where[INET_ADDRSTRLEN + 8];
+      char address_text[INET_ADDRSTRLEN] = "?";
+      inet_ntop(AF_INET, &address, address_text, sizeof address_text);
+      snprintf(where, sizeof where, "%s:%u", address_text, port);
+      throw_errno(env, err, "sendmsg", where);
+      return NULL;
+    }
+    // Waiting would block the event loop; the caller counts the drop and the peer retransmits (DHCP,
+    // TFTP, DNS and NTP clients all do).
+    s->dropped++;
+    took = false;
+  } else {
+    s->sent++;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_get_boolean(env, took, &result));
+  return result;
+}
+
 // udpSend(handle, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null)
 //   -> true when the kernel took the datagram, false when it was dropped because the socket's send
 //   queue is full (EAGAIN) or the kernel is out of buffers (ENOBUFS). Other failures throw (code =
@@ -796,17 +860,10 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSend(socket, data, address, port, ifindex, sourceAddress) needs six arguments");
     return NULL;
   }
-  udp_socket *s = socket_arg(env, argv[0]);
-  if (s == NULL) return NULL;
-  bool is_buffer = false;
+  udp_socket *s;
   void *data = NULL;
   size_t length = 0;
-  NAPI_CALL(env, napi_is_buffer(env, argv[1], &is_buffer));
-  if (!is_buffer) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"data\" argument must be a Buffer");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_buffer_info(env, argv[1], &data, &length));
+  if (!send_head(env, argv, &s, &data, &length)) return NULL;
   struct in_addr address;
   uint32_t port, ifindex;
   char *source_text = NULL;
@@ -825,33 +882,14 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  char where[INET_ADDRSTRLEN + 8];
-  char address_text[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &address, address_text, sizeof address_text);
-  snprintf(where, sizeof where, "%s:%u", address_text, port);
-  if (s->fd < 0) {
-    throw_errno(env, EBADF, "sendmsg", where);
-    return NULL;
-  }
-
-  struct sockaddr_in to;
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  to.sin_addr = address;
-  to.sin_port = htons((uint16_t)port);
-  struct iovec iov = {.iov_base = data, .iov_len = length};
   union {
     char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
     struct cmsghdr align;
   } control;
-  memset(&control, 0, sizeof control);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
-  msg.msg_name = &to;
-  msg.msg_namelen = sizeof to;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
   if (ifindex != 0 || source.s_addr != INADDR_ANY) {
+    memset(&control, 0, sizeof control);
     msg.msg_control = control.buf;
     msg.msg_controllen = sizeof control.buf;
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -864,28 +902,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     pktinfo.ipi_spec_dst = source;
     memcpy(CMSG_DATA(c), &pktinfo, sizeof pktinfo);
   }
-
-  ssize_t sent;
-  do {
-    sent = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  bool took = true;
-  if (sent < 0) {
-    int err = errno;
-    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
-      throw_errno(env, err, "sendmsg", where);
-      return NULL;
-    }
-    // udp(7): the send buffer is full. Waiting would block the event loop; the caller counts the drop
-    // and the peer retransmits (DHCP, TFTP, DNS and NTP clients all do).
-    s->dropped++;
-    took = false;
-  } else {
-    s->sent++;
-  }
-  napi_value result;
-  NAPI_CALL(env, napi_get_boolean(env, took, &result));
-  return result;
+  return send_datagram(env, s, address, port, data, length, &msg);
 }
 
 // udp(7) UDP_SEGMENT (Linux 4.18): the value of the cmsg and the sockopt, from <linux/udp.h>.
@@ -912,17 +929,10 @@ static napi_value udp_send_segments(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSendSegments(socket, data, segmentSize, address, port) needs five arguments");
     return NULL;
   }
-  udp_socket *s = socket_arg(env, argv[0]);
-  if (s == NULL) return NULL;
-  bool is_buffer = false;
+  udp_socket *s;
   void *data = NULL;
   size_t length = 0;
-  NAPI_CALL(env, napi_is_buffer(env, argv[1], &is_buffer));
-  if (!is_buffer) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"data\" argument must be a Buffer");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_buffer_info(env, argv[1], &data, &length));
+  if (!send_head(env, argv, &s, &data, &length)) return NULL;
   uint32_t segment, port;
   struct in_addr address;
   if (!uint_arg(env, argv[2], "segmentSize", 65507, &segment) || !ipv4_arg(env, argv[3], "address", &address) ||
@@ -933,21 +943,6 @@ static napi_value udp_send_segments(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udpSendSegments: 1 to 64 segments of at least one byte, 65507 bytes at most");
     return NULL;
   }
-  char where[INET_ADDRSTRLEN + 8];
-  char address_text[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &address, address_text, sizeof address_text);
-  snprintf(where, sizeof where, "%s:%u", address_text, port);
-  if (s->fd < 0) {
-    throw_errno(env, EBADF, "sendmsg", where);
-    return NULL;
-  }
-
-  struct sockaddr_in to;
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  to.sin_addr = address;
-  to.sin_port = htons((uint16_t)port);
-  struct iovec iov = {.iov_base = data, .iov_len = length};
   union {
     char buf[CMSG_SPACE(sizeof(uint16_t))];
     struct cmsghdr align;
@@ -955,10 +950,6 @@ static napi_value udp_send_segments(napi_env env, napi_callback_info info) {
   memset(&control, 0, sizeof control);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
-  msg.msg_name = &to;
-  msg.msg_namelen = sizeof to;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof control.buf;
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -967,26 +958,7 @@ static napi_value udp_send_segments(napi_env env, napi_callback_info info) {
   c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
   uint16_t gso_size = (uint16_t)segment;
   memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
-
-  ssize_t sent;
-  do {
-    sent = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  bool took = true;
-  if (sent < 0) {
-    int err = errno;
-    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
-      throw_errno(env, err, "sendmsg", where);
-      return NULL;
-    }
-    s->dropped++;
-    took = false;
-  } else {
-    s->sent += (length + segment - 1) / segment;
-  }
-  napi_value result;
-  NAPI_CALL(env, napi_get_boolean(env, took, &result));
-  return result;
+  return send_datagram(env, s, address, port, data, length, &msg);
 }
 
 // udpClose(handle): idempotent.

@@ -13,7 +13,7 @@ import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { errnoCode, isMetalboxError, MetalboxError } from '../lib/errors.ts';
 import { createCollection, pick, type Collections, type StoreBackend } from './collection.ts';
-import { checkOps, INDEX_SPACES, indexesOf, indexSpace, jsonClone, planWrite, valuesOf, type RawOp } from './indexes.ts';
+import { checkOps, INDEX_SPACES, indexesOf, indexSpace, planWrite, valuesOf, type RawOp } from './indexes.ts';
 import { findDamage } from './leveldb-check.ts';
 import {
   COLLECTIONS, META_SPACE, MIGRATIONS, rawKey, SCHEMA_VERSIONS, STORE_FORMAT_VERSION, type Migrations, type SchemaVersions,
@@ -39,6 +39,12 @@ export interface LevelStoreOptions {
    * the table files' footers always.
    */
   verify?: boolean;
+  /**
+   * Collections held in memory as well (with their index entries), loaded at open and updated as writes become
+   * durable, so planning a write to them never reads the disk. Default `['leases']`: at most one record per
+   * address of the configured pools, and the DHCP hot path writes one on every ACK. Reads still go to LevelDB.
+   */
+  resident?: readonly CollectionName[];
   /** Override the schema versions and migration steps (tests of the migration machinery). */
   schemaVersions?: Partial<SchemaVersions>;
   migrations?: Migrations;
@@ -71,7 +77,31 @@ export async function openLevelStore(stateDir: string, options: LevelStoreOption
     await removePidFile(stateDir);
     throw levelError(err, dbDir);
   }
-  return new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false);
+  const resident = new Map<string, Map<string, unknown>>();
+  try {
+    for (const c of options.resident ?? ['leases']) {
+      resident.set(c, await loadSpace(sublevelOf(db, c), (key, text) => decodeEnvelope(text, c, key, dbDir).d));
+      for (const [index] of indexesOf(c)) resident.set(indexSpace(c, index), await loadSpace(sublevelOf(db, indexSpace(c, index)), (_, text) => text));
+    }
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    await removePidFile(stateDir);
+    throw levelError(err, dbDir);
+  }
+  return new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false, resident);
+}
+
+async function loadSpace(sub: Sublevel, decode: (key: string, text: string) => unknown): Promise<Map<string, unknown>> {
+  const out = new Map<string, unknown>();
+  const it = sub.iterator();
+  try {
+    for (let batch = await it.nextv(1000); batch.length > 0; batch = await it.nextv(1000)) {
+      for (const [key, text] of batch) out.set(key, decode(key, text));
+    }
+  } finally {
+    await it.close();
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -328,6 +358,8 @@ interface Prepared {
   batch: [string, string | undefined][];
   /** Overlay keys this write set, removed once durable unless a later write set them again. */
   keys: string[];
+  /** The values of `keys`, in order (for resident spaces once durable). */
+  values: unknown[];
   seq: number;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -335,7 +367,14 @@ interface Prepared {
 
 interface OverlayEntry { value: unknown; seq: number }
 
-interface Queued { ops: WriteOp[]; resolve: () => void; reject: (err: unknown) => void }
+interface Queued {
+  /** The ops; put values of collections that planning reads (indexed or resident) are private copies. */
+  ops: WriteOp[];
+  /** JSON text of each record put, by `collection\0key` (the last op on a key wins). */
+  texts: Map<string, string>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
 
 class LevelStoreImpl implements LevelStore {
   readonly machines!: Collection<'machines'>;
@@ -354,6 +393,8 @@ class LevelStoreImpl implements LevelStore {
   /** Newest not-yet-durable value per `space\0key` (undefined = pending delete), for planning later writes. */
   readonly #overlay = new Map<string, OverlayEntry>();
   readonly #stats: StoreStats = { syncs: 0, writes: 0, maxGroup: 0 };
+  /** Collections whose records planning reads or keeps (indexed or resident). */
+  readonly #planned: Set<string>;
   #seq = 0;
   #queue: Queued[] = [];
   #planning = false;
@@ -371,7 +412,10 @@ class LevelStoreImpl implements LevelStore {
     private readonly db: Db,
     private readonly versions: SchemaVersions,
     private readonly groupCommit: boolean,
+    /** Resident spaces (see LevelStoreOptions.resident): durable value by key; a missing key is absent. */
+    private readonly resident: Map<string, Map<string, unknown>>,
   ) {
+    this.#planned = new Set(COLLECTIONS.filter((c) => indexesOf(c).length > 0 || resident.has(c)));
     for (const c of COLLECTIONS) this.#spaces.set(c, sublevelOf(db, c));
     for (const { space } of INDEX_SPACES) this.#spaces.set(space, sublevelOf(db, space));
     const backend: StoreBackend = {
@@ -504,15 +548,24 @@ class LevelStoreImpl implements LevelStore {
 
   write(ops: WriteOp[]): Promise<void> {
     let copy: WriteOp[];
+    const texts = new Map<string, string>();
     try {
       checkOps(ops);
       if (this.#closing) throw new MetalboxError('STORE_CLOSED', 'the store is closing');
-      copy = jsonClone(ops); // the caller may mutate its objects once write() returns
+      // The caller may mutate its objects once write() returns: serialize now. The text is what goes to disk;
+      // planning reads a copy parsed back from it only where it looks inside (indexed or resident collections).
+      copy = ops.map((op) => {
+        if (op.type !== 'put') return op;
+        const text = JSON.stringify(op.value) as string | undefined;
+        if (text === undefined) throw new TypeError(`write(ops): put ${op.collection} "${op.key}": the value is not JSON`);
+        texts.set(`${op.collection}\0${op.key}`, text);
+        return this.#planned.has(op.collection) ? { ...op, value: JSON.parse(text) } : op;
+      });
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ ops: copy, resolve, reject });
+      this.#queue.push({ ops: copy, texts, resolve, reject });
       this.#pump();
     });
   }
@@ -545,7 +598,7 @@ class LevelStoreImpl implements LevelStore {
     this.#cache = undefined;
   }
 
-  async #plan({ ops, resolve, reject }: Queued): Promise<void> {
+  async #plan({ ops, texts, resolve, reject }: Queued): Promise<void> {
     if (this.#failed) return reject(this.#writeFailed());
     let raw: RawOp[];
     try {
@@ -557,16 +610,21 @@ class LevelStoreImpl implements LevelStore {
     const seq = ++this.#seq;
     const batch: Prepared['batch'] = [];
     const keys: string[] = [];
+    const values: unknown[] = [];
     for (const { space, key, value } of raw) {
       const isRecord = !space.startsWith('idx.');
-      const text = value === undefined ? undefined
-        : isRecord ? JSON.stringify({ v: this.versions[space as CollectionName], d: value }) : String(value);
-      batch.push([rawKey(space, key), text]);
       const id = `${space}\0${key}`;
-      this.#overlay.set(id, { value, seq });
-      keys.push(id);
+      const text = value === undefined ? undefined
+        : isRecord ? `{"v":${this.versions[space as CollectionName]},"d":${texts.get(id)!}}` : String(value);
+      batch.push([rawKey(space, key), text]);
+      // Only what planning reads needs the overlay (records of indexed or resident collections, index entries).
+      if (!isRecord || this.#planned.has(space)) {
+        this.#overlay.set(id, { value, seq });
+        keys.push(id);
+        values.push(value);
+      }
     }
-    this.#ready.push({ batch, keys, seq, resolve, reject });
+    this.#ready.push({ batch, keys, values, seq, resolve, reject });
     this.#flush();
   }
 
@@ -584,7 +642,7 @@ class LevelStoreImpl implements LevelStore {
     };
     for (const { ops } of writes) {
       for (const op of ops) {
-        if (indexesOf(op.collection).length === 0) continue;
+        if (indexesOf(op.collection).length === 0 || this.resident.has(op.collection)) continue;
         want(records, op.collection, op.key);
         if (op.type === 'put') wantEntries(op.collection, op.value);
       }
@@ -607,7 +665,9 @@ class LevelStoreImpl implements LevelStore {
     keys.forEach(([space, key], i) => {
       const id = `${space}\0${key}`;
       const pending = this.#overlay.get(id);
+      const resident = this.resident.get(space);
       if (pending) out[i] = pending.value;
+      else if (resident) out[i] = resident.get(key);
       else if (this.#cache?.has(id)) out[i] = this.#cache.get(id);
       else missing.push(i);
     });
@@ -648,6 +708,13 @@ class LevelStoreImpl implements LevelStore {
       this.#stats.maxGroup = Math.max(this.#stats.maxGroup, group.length);
       const last = group.at(-1)!.seq;
       for (const w of group) {
+        w.keys.forEach((id, i) => {
+          const cut = id.indexOf('\0');
+          const resident = this.resident.get(id.slice(0, cut));
+          if (!resident) return;
+          if (w.values[i] === undefined) resident.delete(id.slice(cut + 1));
+          else resident.set(id.slice(cut + 1), w.values[i]);
+        });
         for (const id of w.keys) {
           const entry = this.#overlay.get(id); // gone already if two writes of this group set the key
           if (entry && entry.seq <= last) this.#overlay.delete(id);

@@ -71,7 +71,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Lab, canBuildLab, sh } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
-import { cpuTimes, formatTable, median, onCleanup, percentile, procSample, runQueueSeconds, scratchRoot, udpCounters } from '../helpers/bench-util.ts';
+import { cpuTimes, formatThreadTimes, threadTimes, formatTable, median, onCleanup, percentile, procSample, runQueueSeconds, scratchRoot, udpCounters } from '../helpers/bench-util.ts';
 import { openLevelStore } from '../../src/store/level-store.ts';
 
 const SCENARIOS = ['rate', 'flood', 'avalanche'] as const;
@@ -329,7 +329,9 @@ function metalboxCommand(): { cmd: string; args: string[]; comm: string; label: 
       return { cmd: binary, args: [], comm: 'metalbox', label: 'metalbox (dist/metalbox)' };
     }
   }
-  return { cmd: process.execPath, args: ['--import', 'tsx', join(ROOT, 'src', 'main.ts')], comm: 'node', label: 'metalbox (tsx src/main.ts)' };
+  // METALBOX_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server from the sources.
+  const extra = (process.env.METALBOX_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  return { cmd: process.execPath, args: [...extra, '--import', 'tsx', join(ROOT, 'src', 'main.ts')], comm: 'node', label: 'metalbox (tsx src/main.ts)' };
 }
 
 const metalboxCmd = metalboxCommand();
@@ -472,6 +474,8 @@ interface Run {
   scenario: Scenario;
   round: number;
   perf: PerfReport;
+  /** CPU per thread name over the measured run ("node 1.20u+0.30s, libuv-worker ..."). */
+  threads: string;
   /** Completed DORA per second. */
   doraPerSecond: number;
   cpuSeconds: number;
@@ -518,12 +522,14 @@ async function measure(kind: ServerKind, scenario: Scenario, round: number): Pro
     const cpuBefore = procSample(server.pid)!;
     const cpusBefore = cpuTimes();
     const waitBefore = runQueueSeconds(server.pid);
+    const threadsBefore = threadTimes(server.pid);
     const t0 = performance.now();
     const perf = await perfdhcp(scenarioArgs(scenario), (scenario === 'avalanche' ? 300 : (scenario === 'flood' ? floodSeconds : seconds) * 3) * 1000 + 30_000);
     const wallSeconds = (performance.now() - t0) / 1000;
     const cpuAfter = procSample(server.pid);
     const cpusAfter = cpuTimes();
     const waitAfter = runQueueSeconds(server.pid);
+    const threads = formatThreadTimes(threadTimes(server.pid), threadsBefore);
     if (!cpuAfter) throw new Error(`${kind.name} died during ${scenario}:\n${server.output()}`);
     const srvAfter = udpCounters(srv);
     const loadAfter = udpCounters(load);
@@ -535,7 +541,7 @@ async function measure(kind: ServerKind, scenario: Scenario, round: number): Pro
       (cpusAfter[Number(SERVER_CPU)]?.[field] ?? 0) - (cpusBefore[Number(SERVER_CPU)]?.[field] ?? 0);
     const doraPerSecond = scenario === 'avalanche' && perf.provisionSeconds ? completed / perf.provisionSeconds : perf.rate;
     return {
-      server: kind.name, scenario, round, perf, doraPerSecond,
+      server: kind.name, scenario, round, perf, doraPerSecond, threads,
       cpuSeconds,
       wallSeconds,
       peakRssKiB: cpuAfter.peakRssKiB,
@@ -564,6 +570,11 @@ const usPerDora = (r: Run): number => (r.perf.requestAck.received > 0 ? (r.cpuSe
 const drops = (r: Run): number => r.perf.discoverOffer.drops + r.perf.requestAck.drops;
 
 /** Server counters worth a look: anything but the expected requests and replies. */
+/** OFFERs the server sent: those beyond the ACKs are work spent on exchanges that did not complete. */
+function offersSent(r: Run): number {
+  return r.counters[r.server === 'metalbox' ? 'replies{type=offer}' : 'pkt4-offer-sent'] ?? 0;
+}
+
 function notable(r: Run): string {
   const expected = r.server === 'metalbox'
     ? /^(datagrams_received|requests\{type=(discover|request)\}|replies\{type=(offer|ack)\}|lease_write_seconds_(sum|count))$/
@@ -587,10 +598,10 @@ function printRun(r: Run): void {
   const took = r.scenario === 'avalanche' ? `, ${clients} clients in ${fmt(p.provisionSeconds ?? Number.NaN, 2)} s, ${p.resent ?? '-'} resent` : '';
   console.log(`  round ${r.round} ${r.scenario.padEnd(9)} ${r.server.padEnd(8)} ${fmt(r.doraPerSecond)} DORA/s (${p.requestAck.received} done, ` +
     `${p.discoverOffer.sent} DISCOVERs sent, ${drops(r)} dropped)${took}; ${lat}; ` +
-    `CPU ${fmt(r.cpuSeconds, 2)} s = ${fmt(usPerDora(r))} µs/DORA; peak RSS ${fmt(r.peakRssKiB / 1024, 1)} MiB; ` +
+    `CPU ${fmt(r.cpuSeconds, 2)} s = ${fmt(usPerDora(r))} µs/DORA (${r.threads}); peak RSS ${fmt(r.peakRssKiB / 1024, 1)} MiB; ` +
     `server's CPU: others ${fmt(r.othersOnServerCpu * 100)}%, not running ${fmt(r.lostOnServerCpu * 100)}%, server waited for it ${fmt(r.waitedForCpu * 100)}% of the time; ` +
     `rcvbuf drops srv ${r.serverRcvbufErrors} load ${r.loadRcvbufErrors}; malformed ${p.malformed}, rejected ${p.requestAck.rejected}, orphans ${p.discoverOffer.orphans + p.requestAck.orphans}; ` +
-    `leases on disk ${r.durableLeases} for ${r.acksSent} ACKs sent${writes}; server counters: ${notable(r)}` +
+    `leases on disk ${r.durableLeases} for ${r.acksSent} ACKs sent${writes}; ${offersSent(r)} OFFERs sent; server counters: ${notable(r)}` +
     (poolRanOut(r) ? '; POOL RAN OUT: this run measured the pool size, not the server' : ''));
 }
 

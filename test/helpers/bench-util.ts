@@ -75,6 +75,37 @@ export function cpuTimes(): CpuTimes[] {
 }
 
 /**
+ * CPU seconds (user, system) per thread name of a process (/proc/PID/task/TID/stat), summed over threads of
+ * the same name: where a server's time goes (main thread, libuv pool, GC helpers). Ended threads are lost.
+ */
+export function threadTimes(pid: number): Record<string, { user: number; system: number }> {
+  const out: Record<string, { user: number; system: number }> = {};
+  let tids: string[];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    let stat: string;
+    try { stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { continue; }
+    const close = stat.lastIndexOf(')');
+    const comm = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, close).replace(/[0-9]+$/, '');
+    const f = stat.slice(close + 2).split(' ');
+    const t = (out[comm] ??= { user: 0, system: 0 });
+    t.user += Number(f[11]) / ticksPerSecond();
+    t.system += Number(f[12]) / ticksPerSecond();
+  }
+  return out;
+}
+
+/** The difference of two threadTimes() samples as "name u+s" text, busiest first. */
+export function formatThreadTimes(after: ReturnType<typeof threadTimes>, before: ReturnType<typeof threadTimes>): string {
+  return Object.entries(after)
+    .map(([name, t]) => [name, t.user - (before[name]?.user ?? 0), t.system - (before[name]?.system ?? 0)] as const)
+    .filter(([, u, s]) => u + s > 0.005)
+    .sort((a, b) => b[1] + b[2] - a[1] - a[2])
+    .map(([name, u, s]) => `${name} ${u.toFixed(2)}u+${s.toFixed(2)}s`)
+    .join(', ');
+}
+
+/**
  * Seconds the process's threads have spent runnable but waiting for a CPU (/proc/PID/task/TID/schedstat,
  * second field; needs schedstats, which every kernel we run has). Threads that already ended are not counted.
  */

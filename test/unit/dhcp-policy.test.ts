@@ -1,5 +1,5 @@
 import t from 'tap';
-import { MESSAGE_TYPE, type DhcpOptions, type DhcpPacket } from '../../src/protocols/dhcp/index.ts';
+import { decodeDhcp, encodeDhcp, MESSAGE_TYPE, type DhcpOptions, type DhcpPacket } from '../../src/protocols/dhcp/index.ts';
 import { handleDhcp, handleProxy, type Decision, type PolicyContext } from '../../src/services/dhcp/policy.ts';
 import { defaultBoot } from '../../src/services/dhcp/boot.ts';
 import { LeasePool } from '../../src/core/lease-pool.ts';
@@ -44,9 +44,10 @@ function packet(type: number, options: Partial<DhcpOptions> = {}, header: Partia
   };
 }
 
+/** The reply as the client sees it: encoded and decoded again (the policy hands some options pre-encoded). */
 function reply(d: Decision): DhcpPacket {
   if (d.kind !== 'reply') throw new Error(`expected a reply, got ${JSON.stringify(d)}`);
-  return d.reply;
+  return decodeDhcp(encodeDhcp(d.reply, { maxSize: 1500 }));
 }
 
 t.test('DISCOVER -> OFFER with the subnet options; REQUEST -> ACK with a lease to persist', async (t) => {

@@ -108,6 +108,44 @@ t.test('records and indexes persist across reopen; the state dir is private; the
   t.same(again.stats(), { syncs: 0, writes: 0, maxGroup: 0 });
 });
 
+t.test('resident collections (leases) plan from memory loaded at open, and agree with a store that reads the disk', async (t) => {
+  const base = await scratch(t);
+  const lease = (ip: string, mac: string) => ({ ip, mac, subnet: 's', expiresAt: now, state: 'bound' as const });
+  const macA = machine(1).macs[0]!;
+  const macB = machine(2).macs[0]!;
+  for (const resident of [['leases'] as const, [] as const]) {
+    const dir = join(base, resident.length ? 'resident' : 'disk');
+    const s = await openLevelStore(dir, { resident });
+    await s.leases.put('10.0.0.1', lease('10.0.0.1', macA));
+    await s.leases.put('10.0.0.2', lease('10.0.0.2', macB));
+    await s.close();
+    // Planning after a reopen must know the durable records: the resident copy was loaded from disk.
+    const again = await openLevelStore(dir, { resident });
+    await again.write([{ type: 'put', collection: 'leases', key: '10.0.0.1', value: lease('10.0.0.1', macB) }]);
+    t.equal(await again.leases.getBy('mac', macA), undefined, `${dir}: the entry of the MAC that lost its lease is gone`);
+    t.equal((await again.leases.getBy('mac', macB))?.ip, '10.0.0.1', `${dir}: latest writer owns the entry`);
+    // Many concurrent writes in one group, then a delete: the resident copy follows what became durable.
+    await Promise.all(Array.from({ length: 200 }, (_, i) => again.leases.put(`10.0.1.${i}`, lease(`10.0.1.${i}`, macA))));
+    await again.leases.del('10.0.1.199');
+    t.equal((await again.leases.getBy('mac', macA))?.ip, undefined, `${dir}: the MAC's latest lease was deleted`);
+    await again.leases.put('10.0.1.5', lease('10.0.1.5', macA));
+    t.equal((await again.leases.getBy('mac', macA))?.ip, '10.0.1.5');
+    t.equal(await again.leases.count(), 201);
+    await again.close();
+  }
+  // The raw contents of both stores are the same.
+  const dump = async (dir: string) => {
+    const s = await openLevelStore(dir);
+    const snap = s.rawSnapshot();
+    const out: string[] = [];
+    for await (const [k, v] of snap.entries()) if (!Buffer.from(k).toString().startsWith('!events!')) out.push(`${Buffer.from(k)}=${Buffer.from(v)}`);
+    await snap.close();
+    await s.close();
+    return out;
+  };
+  t.same(await dump(join(base, 'resident')), await dump(join(base, 'disk')));
+});
+
 t.test('groupCommit: false syncs every write on its own', async (t) => {
   const s = await openLevelStore(await scratch(t), { groupCommit: false });
   t.teardown(() => s.close());

@@ -14,6 +14,6 @@ export {
   type OptionCode,
 } from './constants.ts';
 export type { ClasslessRoute, DhcpOptions, DhcpPacket, RelayAgentInfo } from './types.ts';
-export { clientKey, decodeDhcp, encodeDhcp, hwAddress, type EncodeOptions } from './packet.ts';
-export { decodeEncapsulated, decodeIpxeEncap, encodeEncapsulated } from './options.ts';
+export { clientKey, decodeDhcp, encodeDhcp, hwAddress, peekMessageType, type EncodeOptions } from './packet.ts';
+export { decodeEncapsulated, decodeIpxeEncap, encodeEncapsulated, encodeOptionMap } from './options.ts';
 export { formatDhcp } from './format.ts';

@@ -399,6 +399,19 @@ export function encodeOptionValues(o: DhcpOptions): EncodedOptions {
   return { data: w.toBuffer(), codes, bounds };
 }
 
+/**
+ * Typed option values encoded once, as raw values by code: for `DhcpOptions.other` of replies that repeat
+ * them (a subnet's router, DNS, NTP, domain and search list go into every reply on it). Encoding them for each
+ * packet was a tenth of a DHCP server's time under load. Same validation as encodeDhcp (TypeError).
+ */
+export function encodeOptionMap(o: Omit<DhcpOptions, 'other'>): Map<number, Buffer> {
+  const { data, codes, bounds } = encodeOptionValues({ ...o, other: new Map() });
+  const out = new Map<number, Buffer>();
+  // Copied out: each value is a Buffer of its own, not a view that keeps the others alive.
+  codes.forEach((code, k) => out.set(code, Buffer.from(data.subarray(bounds[2 * k], bounds[2 * k + 1]))));
+  return out;
+}
+
 // ---- encapsulated options (43 for PXE, 175 for iPXE) ----
 
 /**

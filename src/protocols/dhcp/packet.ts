@@ -134,6 +134,26 @@ function cString(buf: Buffer, start: number, len: number): string {
 }
 
 /**
+ * The message type (option 53) of a DHCP request, read without decoding the message: for a server that must
+ * choose what to handle first under load. `undefined` when there is no cookie, the options field has no
+ * well-formed option 53 before its end (an option 53 moved to file/sname by overload is not looked for), or
+ * the message is malformed; the full decode says why. Never reads past the buffer.
+ */
+export function peekMessageType(buf: Buffer): number | undefined {
+  if (buf.length < HEADER_OPTIONS || buf.readUInt32BE(HEADER_COOKIE) !== MAGIC_COOKIE) return undefined;
+  let at = HEADER_OPTIONS;
+  while (at < buf.length) {
+    const code = buf[at]!;
+    if (code === 0) { at++; continue; }
+    if (code === 255 || at + 1 >= buf.length) return undefined;
+    const len = buf[at + 1]!;
+    if (code === 53) return len === 1 && at + 2 < buf.length ? buf[at + 2] : undefined;
+    at += 2 + len;
+  }
+  return undefined;
+}
+
+/**
  * Decodes a DHCPv4 message (a UDP payload). Throws MetalboxError with a DHCP_* code and `details.offset`
  * (and `details.option` for option errors) on anything malformed; never reads a byte before checking it exists.
  */

@@ -1,7 +1,7 @@
 // Per-packet DHCP policy: a decoded request and its context in, a decision out. No sockets, no store:
 // the server (server.ts) persists what a decision asks to persist and only then sends the reply.
 // RFC 2131 §4.3 is the reference for every branch below.
-import { MESSAGE_TYPE, type DhcpOptions, type DhcpPacket, type MessageType } from '../../protocols/dhcp/index.ts';
+import { encodeOptionMap, MESSAGE_TYPE, type DhcpOptions, type DhcpPacket, type MessageType } from '../../protocols/dhcp/index.ts';
 import type { LeasePool, PoolClient } from '../../core/lease-pool.ts';
 import type { Cidr } from '../../lib/ipv4.ts';
 import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
@@ -13,6 +13,8 @@ export interface SubnetRuntime {
   config: SubnetConfig;
   cidr: Cidr;
   pool: LeasePool;
+  /** The subnet's fixed options, encoded once per server address and lease/no-lease (see subnetOptions). */
+  encoded?: Map<string, ReadonlyMap<number, Buffer>>;
 }
 
 export interface PolicyContext {
@@ -184,13 +186,20 @@ export function bootRequest(req: DhcpPacket, mac: string): BootRequest {
   };
 }
 
-function build(req: DhcpPacket, mac: string, type: MessageType, yiaddr: string, ctx: PolicyContext, mode: { noLease?: boolean; proxy?: boolean } = {}): DhcpPacket {
-  const reply = base(req, type, yiaddr);
-  const s = ctx.subnet.config;
-  const o: DhcpOptions = reply.options;
-  o.serverId = ctx.serverIp;
-  if (!mode.proxy) {
-    if (!mode.noLease) {
+/**
+ * What every reply on a subnet carries (RFC 2132 §3.3, 3.5, 3.8, 3.17, 5.3, 8.3, 9.2, 9.11, 9.12, RFC 3397):
+ * mask, broadcast, router, DNS, NTP, domain, search list, MTU and, unless `withLease`, the lease times. They
+ * depend only on the subnet, our address and the config, so they are encoded once and shared by every
+ * reply as raw options: callers must not modify the map.
+ */
+function subnetOptions(ctx: PolicyContext, withLease: boolean): ReadonlyMap<number, Buffer> {
+  const key = `${ctx.serverIp}|${withLease}|${ctx.domain}|${ctx.defaultDns.join(',')}|${ctx.defaultNtp.join(',')}`;
+  const cache = (ctx.subnet.encoded ??= new Map());
+  let map = cache.get(key);
+  if (map === undefined) {
+    const s = ctx.subnet.config;
+    const o: Omit<DhcpOptions, 'other'> = {};
+    if (withLease) {
       o.leaseTime = s.leaseSeconds;
       o.renewalTime = Math.floor(s.leaseSeconds / 2);
       o.rebindingTime = Math.floor(s.leaseSeconds * 7 / 8);
@@ -205,6 +214,20 @@ function build(req: DhcpPacket, mac: string, type: MessageType, yiaddr: string, 
     o.domainName = ctx.domain;
     o.domainSearch = s.domainSearch.length > 0 ? [...s.domainSearch] : [ctx.domain];
     if (s.mtu !== undefined) o.mtu = s.mtu;
+    map = encodeOptionMap(o);
+    // Bounded: one entry per address of ours on the subnet's interfaces (and the two lease modes).
+    if (cache.size >= 64) cache.clear();
+    cache.set(key, map);
+  }
+  return map;
+}
+
+function build(req: DhcpPacket, mac: string, type: MessageType, yiaddr: string, ctx: PolicyContext, mode: { noLease?: boolean; proxy?: boolean } = {}): DhcpPacket {
+  const reply = base(req, type, yiaddr);
+  const o: DhcpOptions = reply.options;
+  o.serverId = ctx.serverIp;
+  if (!mode.proxy) {
+    o.other = subnetOptions(ctx, !mode.noLease) as Map<number, Buffer>;
     const reserved = ctx.subnet.pool.reservation(mac);
     if (reserved?.hostname) o.hostname = reserved.hostname;
   }

@@ -10,17 +10,28 @@ import type { Logger } from '../../lib/logger.ts';
 import { parseMac } from '../../lib/mac.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { arpAdd, openUdpSocket, type Datagram, type UdpSocket } from '../../lib/udp-socket.ts';
-import { decodeDhcp, encodeDhcp, hwAddress, MESSAGE_TYPE, type DhcpPacket } from '../../protocols/dhcp/index.ts';
+import { decodeDhcp, encodeDhcp, hwAddress, MESSAGE_TYPE, peekMessageType, type DhcpPacket } from '../../protocols/dhcp/index.ts';
 import type { EventLog } from '../../core/events.ts';
 import type { LeaseRecord, Store, WriteOp } from '../../store/types.ts';
 import type { Service } from '../service.ts';
 import type { BootDecider } from './boot.ts';
+import { isUrgent, WorkQueue } from './work-queue.ts';
 import { handleDhcp, handleProxy, type Decision, type LeaseChange, type SubnetRuntime } from './policy.ts';
 import { Counter, Gauge, Histogram } from 'prom-client';
 
 /** PXE boot server port (PXE spec 2.1 §2.2.6): the proxyDHCP REQUEST/ACK exchange. */
 export const PXE_PORT = 4011;
 const BROADCAST_FLAG = 0x8000;
+/**
+ * Queued datagrams are handled for at most this long per turn of the event loop, which then reads the
+ * sockets again (into the work queue, see work-queue.ts): reading is cheap, handling is not.
+ */
+const DRAIN_SLICE_MS = 2;
+/** Datagrams read per wakeup: the work queue, not the kernel's receive queue, decides what to drop. */
+const READ_BATCH = 1024;
+
+interface Queued { ifname: string; pxePort: boolean; d: Datagram }
+
 const MESSAGE_NAMES: Record<number, string> = { 1: 'discover', 2: 'offer', 3: 'request', 4: 'decline', 5: 'ack', 6: 'nak', 7: 'release', 8: 'inform' };
 
 export interface InterfaceAddress { address: string; netmask: string; family: string }
@@ -54,12 +65,16 @@ export class DhcpService implements Service {
   private readonly clientPort: number;
   private inflight = 0;
   private addrCache: { at: number; byIf: Map<string, string[]> } = { at: -Infinity, byIf: new Map() };
+  private readonly queue: WorkQueue<Queued>;
+  private drainScheduled = false;
+  private readonly drainBound = (): void => this.drain();
 
   constructor(private readonly deps: DhcpServiceDeps) {
     this.log = limitedLogger(deps.logger);
     this.now = deps.now ?? Date.now;
     this.m = createDhcpMetrics(deps.metrics, () => this.subnets);
     this.clientPort = deps.config.dhcp.port === 67 ? 68 : deps.config.dhcp.port + 1;
+    this.queue = new WorkQueue((reason) => this.m.dropped.inc({ reason }));
   }
 
   async start(): Promise<void> {
@@ -86,6 +101,7 @@ export class DhcpService implements Service {
 
   async stop(): Promise<void> {
     for (const l of this.listeners.splice(0)) l.socket.close();
+    this.queue.clear();
     // Let replies whose leases are being written finish, so nothing acknowledged is half done.
     for (let i = 0; i < 100 && this.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
   }
@@ -98,7 +114,7 @@ export class DhcpService implements Service {
   private listen(ifname: string, port: number, pxePort: boolean): void {
     // No SO_REUSEADDR: sockets bound to different devices share the port anyway, and another DHCP server
     // on this host (dnsmasq on 0.0.0.0:67) must make us fail at start, not split the traffic silently.
-    const socket = openUdpSocket({ port, device: ifname, broadcast: true, reuseAddress: false, receiveBufferSize: 4 * 1024 * 1024 }, (d) => this.onDatagram(ifname, pxePort, d));
+    const socket = openUdpSocket({ port, device: ifname, broadcast: true, reuseAddress: false, receiveBufferSize: 4 * 1024 * 1024, readBatch: READ_BATCH }, (d) => this.enqueue(ifname, pxePort, d));
     this.listeners.push({ ifname, socket, pxePort });
   }
 
@@ -108,8 +124,32 @@ export class DhcpService implements Service {
     for (const s of this.subnets) s.pool.load(records);
   }
 
-  private onDatagram(ifname: string, pxePort: boolean, d: Datagram): void {
+  private enqueue(ifname: string, pxePort: boolean, d: Datagram): void {
     this.m.received.inc();
+    // The PXE port (4011) carries the second half of an exchange, like a REQUEST.
+    this.queue.push({ ifname, pxePort, d }, pxePort || isUrgent(peekMessageType(d.data)), this.now());
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drainBound);
+    }
+  }
+
+  /** Handles queued datagrams, REQUESTs first, for at most DRAIN_SLICE_MS; reschedules itself if any are left. */
+  private drain(): void {
+    this.drainScheduled = false;
+    const until = performance.now() + DRAIN_SLICE_MS;
+    do {
+      const next = this.queue.next(this.now());
+      if (next === undefined) return;
+      this.handle(next.ifname, next.pxePort, next.d);
+    } while (performance.now() < until);
+    if (this.queue.length > 0) {
+      this.drainScheduled = true;
+      setImmediate(this.drainBound);
+    }
+  }
+
+  private handle(ifname: string, pxePort: boolean, d: Datagram): void {
     let req: DhcpPacket;
     try {
       req = decodeDhcp(d.data);
@@ -122,7 +162,8 @@ export class DhcpService implements Service {
     const type = req.options.messageType;
     this.m.requests.inc({ type: MESSAGE_NAMES[type ?? 0] ?? 'none' });
     if (req.op !== 1) return this.drop('not-a-request', ifname, req);
-    const mac = req.htype === 1 && req.hlen === 6 ? parseMac(hwAddress(req)) : undefined;
+    // hwAddress gives the canonical MAC text (lower-case, colons) for Ethernet, as parseMac would.
+    const mac = req.htype === 1 && req.hlen === 6 && req.chaddr.length >= 6 ? hwAddress(req) : undefined;
     if (mac === undefined) return this.drop('unsupported-hardware', ifname, req);
 
     const where = this.locate(ifname, req, d);
