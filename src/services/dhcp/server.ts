@@ -32,6 +32,10 @@ const READ_BATCH = 1024;
 
 interface Queued { ifname: string; pxePort: boolean; d: Datagram }
 
+/** An interface's IPv4 addresses, as text and parsed (same order). */
+type Addresses = string[] & { numbers: number[] };
+const NO_ADDRESSES: Addresses = Object.assign([], { numbers: [] });
+
 const MESSAGE_NAMES: Record<number, string> = { 1: 'discover', 2: 'offer', 3: 'request', 4: 'decline', 5: 'ack', 6: 'nak', 7: 'release', 8: 'inform' };
 
 export interface InterfaceAddress { address: string; netmask: string; family: string }
@@ -64,7 +68,7 @@ export class DhcpService implements Service {
   private readonly m: ReturnType<typeof createDhcpMetrics>;
   private readonly clientPort: number;
   private inflight = 0;
-  private addrCache: { at: number; byIf: Map<string, string[]> } = { at: -Infinity, byIf: new Map() };
+  private addrCache: { at: number; byIf: Map<string, Addresses> } = { at: -Infinity, byIf: new Map() };
   private readonly queue: WorkQueue<Queued>;
   private drainScheduled = false;
   private readonly drainBound = (): void => this.drain();
@@ -160,7 +164,7 @@ export class DhcpService implements Service {
       return;
     }
     const type = req.options.messageType;
-    this.m.requests.inc({ type: MESSAGE_NAMES[type ?? 0] ?? 'none' });
+    this.m.requestsByType(type).inc();
     if (req.op !== 1) return this.drop('not-a-request', ifname, req);
     // hwAddress gives the canonical MAC text (lower-case, colons) for Ethernet, as parseMac would.
     const mac = req.htype === 1 && req.hlen === 6 && req.chaddr.length >= 6 ? hwAddress(req) : undefined;
@@ -197,8 +201,8 @@ export class DhcpService implements Service {
       return serverIp ? { subnet, serverIp } : undefined;
     }
     for (const s of this.subnets) {
-      const addr = ours.find((a) => cidrContains(s.cidr, parseIPv4(a)!));
-      if (addr) return { subnet: s, serverIp: addr };
+      const i = ours.numbers.findIndex((a) => cidrContains(s.cidr, a));
+      if (i >= 0) return { subnet: s, serverIp: ours[i]! };
     }
     return undefined;
   }
@@ -207,13 +211,18 @@ export class DhcpService implements Service {
    * Our IPv4 addresses on an interface. Reading them costs syscalls, so they are cached and re-read at
    * most every few seconds (an address added after start is picked up without a restart).
    */
-  private addressesOf(ifname: string): string[] {
+  private addressesOf(ifname: string): Addresses {
     const now = this.now();
     if (now - this.addrCache.at > 5000) {
       const all = this.deps.interfaceAddresses();
-      this.addrCache = { at: now, byIf: new Map(Object.entries(all).map(([name, list]) => [name, (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address)])) };
+      const byIf = new Map<string, Addresses>();
+      for (const [name, list] of Object.entries(all)) {
+        const v4 = (list ?? []).filter((a) => a.family === 'IPv4' && parseIPv4(a.address) !== undefined).map((a) => a.address);
+        byIf.set(name, Object.assign(v4, { numbers: v4.map((a) => parseIPv4(a)!) }));
+      }
+      this.addrCache = { at: now, byIf };
     }
-    return this.addrCache.byIf.get(ifname) ?? [];
+    return this.addrCache.byIf.get(ifname) ?? NO_ADDRESSES;
   }
 
   private async carryOut(decision: Decision, req: DhcpPacket, mac: string, ifname: string, pxePort: boolean, d: Datagram, subnet: SubnetEntry): Promise<void> {
@@ -282,7 +291,7 @@ export class DhcpService implements Service {
     } catch (err) {
       this.log('warn', `send:${ifname}`, { ifname, to, code: isMetalboxError(err) ? err.code : errnoCode(err) }, 'DHCP reply not sent');
     }
-    if (sent) this.m.replies.inc({ type: MESSAGE_NAMES[type] ?? 'other' });
+    if (sent) this.m.repliesByType(type).inc();
     else this.m.dropped.inc({ reason: 'send-failed' });
   }
 
@@ -308,10 +317,21 @@ function subnetEntry(s: SubnetConfig): SubnetEntry {
 
 function createDhcpMetrics(metrics: Metrics, subnets: () => SubnetEntry[]) {
   const registers = [metrics.registry];
+  const requests = new Counter({ name: 'metalbox_dhcp_requests_total', help: 'Decoded DHCP requests by message type', labelNames: ['type'], registers });
+  const replies = new Counter({ name: 'metalbox_dhcp_replies_total', help: 'DHCP replies sent by message type', labelNames: ['type'], registers });
+  // Label children bound once per message type: a label lookup per packet showed in profiles.
+  const byType = (counter: Counter, other: string) => {
+    const children = new Map<number, { inc(): void }>();
+    return (type: number | undefined) => {
+      let child = children.get(type ?? 0);
+      if (!child) children.set(type ?? 0, (child = counter.labels(MESSAGE_NAMES[type ?? 0] ?? other)));
+      return child;
+    };
+  };
   return {
+    requestsByType: byType(requests, 'none'),
+    repliesByType: byType(replies, 'other'),
     received: new Counter({ name: 'metalbox_dhcp_datagrams_received_total', help: 'UDP datagrams received by the DHCP service', registers }),
-    requests: new Counter({ name: 'metalbox_dhcp_requests_total', help: 'Decoded DHCP requests by message type', labelNames: ['type'], registers }),
-    replies: new Counter({ name: 'metalbox_dhcp_replies_total', help: 'DHCP replies sent by message type', labelNames: ['type'], registers }),
     dropped: new Counter({ name: 'metalbox_dhcp_dropped_total', help: 'DHCP packets not answered, by reason', labelNames: ['reason'], registers }),
     exhausted: new Counter({ name: 'metalbox_dhcp_pool_exhausted_total', help: 'DISCOVERs that found no free address', labelNames: ['subnet'], registers }),
     persistSeconds: new Histogram({ name: 'metalbox_dhcp_lease_write_seconds', help: 'Time to make a lease change durable', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], registers }),
