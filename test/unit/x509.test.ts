@@ -6,7 +6,8 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createServer, type AddressInfo } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { connect, createServer } from 'node:tls';
 import { createSelfSigned, fingerprintOf } from '../../src/lib/x509.ts';
 
 t.test('node and openssl read it; the signature and the fingerprint check out', async (t) => {
