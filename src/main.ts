@@ -19,12 +19,15 @@ import { buildApp } from './api/app.ts';
 import { ServiceRunner, type Service } from './services/service.ts';
 import { EventLog } from './core/events.ts';
 import { HttpService } from './services/http.ts';
+import { loadTls } from './services/tls-files.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
 import { defaultBoot } from './services/dhcp/boot.ts';
 import { TftpService } from './services/tftp/server.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
 import { assetsDir } from './cli/images.ts';
+import { BMC_OPTIONS, pickBmcFlags } from './cli/bmc.ts';
+import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
 
@@ -46,8 +49,14 @@ usage: metalbox <command> [options]
   images add NAME --kernel FILE|URL --initrd FILE|URL [--rootfs FILE|URL] [--cmdline "ARGS"] [--config FILE]
   images list | images remove NAME [--config FILE]
                                               boot images in the asset store (FILE|URL may end in #sha256=HEX)
+  bmc list | show REF | add --driver ipmi|redfish|wol|manual --address ADDR [--machine ID] [--user NAME]
+      [--password-file FILE|-] [...] | edit REF [...] | remove REF | test REF
+      | power REF on|off|soft-off|cycle|reset|status | bootdev REF pxe|disk [--persistent] [--efi]
+      | confirm REF on|off | probe REF|--driver redfish --address ADDR   [--config FILE]
+                                              BMCs and power control (metalbox bmc help: all options)
 
 environment: METALBOX_STATE_DIR (state dir when the config names none; default ./.metalbox)
+             METALBOX_BMC_PASSWORD (the password of bmc add/edit, instead of --password-file)
 `;
 
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -76,7 +85,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     }
     if (!COMMANDS.includes(command)) throw new MetalboxError('CLI_USAGE', `unknown command "${command}" (metalbox help)`);
     const { kernel, initrd, rootfs, cmdline } = args.values;
-    return await runCommand({ command, positionals, config, io, defaultStateDir, flags: { kernel, initrd, rootfs, cmdline } });
+    return await runCommand({ command, positionals, config, io, defaultStateDir, flags: { kernel, initrd, rootfs, cmdline }, bmc: pickBmcFlags(args.values, env.METALBOX_BMC_PASSWORD) });
   } catch (err) {
     if (!isMetalboxError(err)) throw err;
     io.err(`metalbox: ${err.code}: ${err.message}\n`);
@@ -97,6 +106,7 @@ function parse(argv: string[]) {
       initrd: { type: 'string' },
       rootfs: { type: 'string' },
       cmdline: { type: 'string' },
+      ...BMC_OPTIONS,
     },
   });
 }
@@ -132,6 +142,10 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   const assets = new AssetStore(assetsDir(config), store);
   const { removedBlobs } = await assets.open().catch(async (err: unknown) => { await store.close(); throw err; });
   if (removedBlobs > 0) logger.info({ removedBlobs }, 'asset store: removed files no image references (left by an interrupted add)');
+  const httpsListen = parseListen(config.https.listen);
+  if (!httpsListen) throw new MetalboxError('CONFIG_INVALID', `https.listen: "${config.https.listen}" is not host:port`);
+  const tls = await loadTls(config).catch(async (err: unknown) => { await store.close(); throw err; });
+  if (tls.created) logger.info({ fingerprint: tls.fingerprint, file: tls.certFile }, 'made a self-signed HTTPS certificate; check its SHA-256 fingerprint when a browser or the CLI first connects');
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
@@ -143,10 +157,15 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
     },
   });
+  // The secrets key is loaded (created at first start) by the BMC service's start: SECRET_KEY_UNUSABLE stops metalbox.
+  const bmc = new BmcService({ store, events, metrics, config, secrets: secretBoxLoader(store, config.stateDir), logger: logger.child({ svc: 'bmc' }) });
+  const web = new HttpService(app, listen, { ...httpsListen, cert: tls.cert, key: tls.key });
+  const webStatus = () => ({ http: web.address(), https: { ...web.httpsAddress(), fingerprint: tls.fingerprint, certificate: tls.source, validTo: tls.validTo } });
   services.push(
-    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => runner.status(), version: VERSION, assets }), logger.child({ svc: 'control' })),
-    new HttpService(app, listen),
+    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => ({ ...runner.status(), ...webStatus() }), version: VERSION, assets, bmc }), logger.child({ svc: 'control' })),
+    web,
   );
+  services.push(bmc);
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
@@ -181,8 +200,8 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     process.on('unhandledRejection', (err) => { logger.fatal({ err }, 'unhandled rejection'); shutdown('unhandled rejection', 1); });
     void runner.start().then(() => {
       if (runner.status().phase !== 'running') return;
-      const addr = app.server.address();
-      logger.info({ http: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : config.http.listen }, 'metalbox ready');
+      const https = web.httpsAddress()!;
+      logger.info({ http: `${web.address().host}:${web.address().port}`, https: `${https.host}:${https.port}`, fingerprint: tls.fingerprint }, 'metalbox ready');
       notifier.ready();
       if (notifier.watchdogIntervalMs !== undefined) {
         setInterval(() => notifier.watchdog(), notifier.watchdogIntervalMs).unref();

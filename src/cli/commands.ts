@@ -11,6 +11,9 @@ import { callControl, type ControlHandler } from '../services/control.ts';
 import type { RunnerStatus } from '../services/service.ts';
 import type { AssetStore } from '../store/assets.ts';
 import { imageControlHandlers, runImages, type ImageFlags } from './images.ts';
+import { bmcControlHandlers, runBmc, type BmcFlags } from './bmc.ts';
+import type { BmcService } from '../services/bmc/service.ts';
+import { secretKeyPath } from '../bmc/secrets.ts';
 
 export interface CliIo { out(text: string): void; err(text: string): void; /** stderr is a terminal (progress redrawn in place) */ errTty?: boolean }
 
@@ -22,9 +25,11 @@ export interface CommandInput {
   defaultStateDir: string;
   /** Options of `images add` (--kernel, --initrd, --rootfs, --cmdline). */
   flags?: ImageFlags;
+  /** Options of `bmc` (and METALBOX_BMC_PASSWORD as passwordEnv). */
+  bmc?: BmcFlags;
 }
 
-export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings', 'images'];
+export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings', 'images', 'bmc'];
 
 /** Setting keys: dotted lower-case words, so they read well in YAML, the API and the console. */
 const SETTING_KEY = /^[a-z][a-zA-Z0-9_-]*(\.[a-zA-Z0-9_-]+)*$/;
@@ -54,10 +59,10 @@ function checkKey(key: unknown): string {
 }
 
 /** Handlers the running server answers on its control socket. */
-export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string; assets?: AssetStore }): Record<string, ControlHandler> {
+export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string; assets?: AssetStore; bmc?: BmcService }): Record<string, ControlHandler> {
   const ops = storeOps(deps.store);
   return {
-    status: async () => ({ version: deps.version, pid: process.pid, uptimeSeconds: Math.round(process.uptime()), stateDir: deps.config.stateDir, ...deps.status(), store: deps.store.stats() }),
+    status: async () => ({ version: deps.version, pid: process.pid, uptimeSeconds: Math.round(process.uptime()), stateDir: deps.config.stateDir, ...deps.status(), store: deps.store.stats(), ...(deps.bmc ? { bmc: deps.bmc.summary() } : {}) }),
     backup: async (req) => {
       if (typeof req.file !== 'string' || !req.file.startsWith('/')) throw new MetalboxError('CLI_USAGE', 'backup needs an absolute file path');
       return ops.backup(req.file);
@@ -66,6 +71,7 @@ export function controlHandlers(deps: { store: Store; config: Config; status: ()
     'settings.set': async (req) => ops.settingsSet(String(req.key), req.value as SettingValue),
     'settings.list': async () => ops.settingsList(),
     ...(deps.assets ? imageControlHandlers({ store: deps.store, config: deps.config, assets: deps.assets }) : {}),
+    ...(deps.bmc ? bmcControlHandlers(deps.bmc) : {}),
   };
 }
 
@@ -74,6 +80,9 @@ export async function runCommand(input: CommandInput): Promise<number> {
   const controlPath = join(config.stateDir, 'control.sock');
   if (command !== 'images' && Object.values(input.flags ?? {}).some((v) => v !== undefined)) {
     throw new MetalboxError('CLI_USAGE', '--kernel, --initrd, --rootfs and --cmdline go with images add');
+  }
+  if (command !== 'bmc' && Object.entries(input.bmc ?? {}).some(([k, v]) => k !== 'passwordEnv' && v !== undefined)) {
+    throw new MetalboxError('CLI_USAGE', `the options of bmc (${Object.keys(input.bmc ?? {}).filter((k) => k !== 'passwordEnv').map((k) => `--${k}`).join(', ')}) go with metalbox bmc`);
   }
   /** Runs `op` through the server if it runs, else on the store opened here (and closed after). */
   const viaServerOrStore = async <T>(request: Record<string, unknown> & { op: string }, direct: (ops: ReturnType<typeof storeOps>) => Promise<T>): Promise<T> => {
@@ -107,6 +116,8 @@ export async function runCommand(input: CommandInput): Promise<number> {
       const abs = resolve(file);
       const result = await viaServerOrStore({ op: 'backup', file: abs }, (ops) => ops.backup(abs));
       io.out(`backup written: ${abs} ${JSON.stringify(result)}\n`);
+      // The backup holds BMC secrets sealed only; the key that opens them is not in it (src/bmc/secrets.ts).
+      io.out(`BMC passwords in it are sealed with ${secretKeyPath(config.stateDir)}, which the backup does not contain: keep a copy of that file with the backup; restoring on another box needs it in the new state dir (mode 0600)\n`);
       return 0;
     }
     case 'restore': {
@@ -141,6 +152,8 @@ export async function runCommand(input: CommandInput): Promise<number> {
     }
     case 'images':
       return runImages(positionals, input.flags ?? {}, config, io, controlPath);
+    case 'bmc':
+      return runBmc(positionals, input.bmc ?? {}, config, io, controlPath);
     default:
       throw new MetalboxError('CLI_USAGE', `unknown command "${command}"`);
   }

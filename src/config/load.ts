@@ -102,6 +102,14 @@ function semanticProblems(config: Config): ConfigProblem[] {
   else if (config.interfaces.length > 0 && (listen.host.startsWith('127.') || listen.host === 'localhost' || listen.host === '::1')) {
     add('http.listen', `${config.http.listen} is loopback, but machines on the provisioning interfaces must reach HTTP boot: listen on 0.0.0.0 or a provisioning address`);
   }
+  const https = parseListen(config.https.listen);
+  if (!https) add('https.listen', `"${config.https.listen}" is not host:port`);
+  else if (listen && https.port !== 0 && https.port === listen.port && (https.host === listen.host || https.host === '0.0.0.0' || listen.host === '0.0.0.0')) {
+    add('https.listen', `${config.https.listen} is the port of http.listen`);
+  }
+  if ((config.https.certFile === undefined) !== (config.https.keyFile === undefined)) {
+    add(config.https.certFile === undefined ? 'https.certFile' : 'https.keyFile', 'give https.certFile and https.keyFile together, or neither (a self-signed certificate is made)');
+  }
   const seenIfaces = new Set<string>();
   config.interfaces.forEach((name, i) => {
     if (seenIfaces.has(name)) add(`interfaces[${i}]`, `"${name}" is listed twice`);

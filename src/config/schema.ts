@@ -36,7 +36,12 @@ export const ConfigSchema = Type.Object({
   domain: Type.String({ default: 'rack.internal', pattern: '^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$', description: 'DNS domain of the rack' }),
   logLevel: Type.Enum([...LOG_LEVELS], { default: 'info', description: 'log level: fatal, error, warn, info, debug, trace, silent' }),
   http: Type.Object({
-    listen: Type.String({ default: '127.0.0.1:5240', description: 'host:port of the console, API and HTTP boot' }),
+    listen: Type.String({ default: '127.0.0.1:5240', description: 'host:port of plain HTTP: boot files and scripts for firmware, /healthz, /readyz, /metrics; everything else redirects to HTTPS' }),
+  }, { ...strict, default: {} }),
+  https: Type.Object({
+    listen: Type.String({ default: '127.0.0.1:5443', description: 'host:port of the console and the API over HTTPS' }),
+    certFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM certificate (chain) to serve; default: a self-signed one made at first start in <stateDir>/tls' })),
+    keyFile: Type.Optional(Type.String({ minLength: 1, description: "PEM private key of certFile (give both or neither)" })),
   }, { ...strict, default: {} }),
   interfaces: Type.Array(Type.String({ minLength: 1, maxLength: 15, pattern: '^[^/\\s]+$' }), { default: [], description: 'provisioning interfaces; network services answer on these only, and stay idle while the list is empty' }),
   subnets: Type.Array(SubnetSchema, { default: [], description: 'provisioning subnets' }),
@@ -74,6 +79,14 @@ export const ConfigSchema = Type.Object({
   ntp: Type.Object({
     ...Service(123, 'NTP').properties,
     upstream: Type.Array(Type.String(), { default: [], description: 'upstream NTP servers metalbox takes its time from' }),
+  }, { ...strict, default: {} }),
+  bmc: Type.Object({
+    pollSeconds: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: "how often every BMC's power state is read (jittered); 0 turns the poller off" }),
+    maxSessions: Type.Integer({ minimum: 1, maximum: 1024, default: 32, description: 'BMC sessions (polls and actions) running at once over all BMCs' }),
+    timeoutSeconds: Type.Integer({ minimum: 1, maximum: 600, default: 20, description: 'longest one BMC operation may take, retransmissions included' }),
+    unreachableAfter: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'consecutive failures after which a BMC is marked unreachable and polled only every unreachablePollSeconds' }),
+    unreachablePollSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 900, description: 'poll interval of an unreachable BMC (and the ceiling of the failure backoff)' }),
+    wolInterface: Type.Optional(Type.String({ minLength: 1, maxLength: 15, pattern: '^[^/\\s]+$', description: 'interface Wake-on-LAN packets leave by (default: every provisioning interface)' })),
   }, { ...strict, default: {} }),
 }, strict);
 

@@ -4,7 +4,7 @@
 // a collection name for records, `idx.<collection>.<index>` for index entries (value = primary key).
 import { MetalboxError } from '../lib/errors.ts';
 import { isCollectionName } from './schema.ts';
-import type { CollectionName, Indexes, LeaseRecord, MachineRecord, RangeOptions, Records, WriteOp } from './types.ts';
+import type { CollectionName, Indexes, LeaseRecord, MachineRecord, RangeOptions, Records, UserRecord, WriteOp } from './types.ts';
 
 interface IndexDef<R> {
   /** Unique: a second owner is a conflict. Not unique: the latest writer owns the value. */
@@ -21,6 +21,9 @@ export const INDEXES: { readonly [C in keyof Indexes]: Readonly<Record<Indexes[C
   },
   leases: {
     mac: { unique: false, values: (l: LeaseRecord) => [l.mac] },
+  },
+  users: {
+    username: { unique: true, values: (u: UserRecord) => [u.username] },
   },
 };
 

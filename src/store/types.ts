@@ -35,7 +35,45 @@ export interface LeaseRecord {
   [extra: string]: unknown;
 }
 
-export interface BmcRecord { id: string; driver: string; address: string; [extra: string]: unknown }
+/**
+ * A machine's BMC (src/services/bmc). Secrets are stored sealed only (AES-256-GCM under `<stateDir>/secret.key`,
+ * src/bmc/secrets.ts, with `bmc/<id>/<field>` as associated data): never a clear password or Kg here.
+ */
+export interface BmcRecord {
+  id: string;
+  /** The machine it powers; at most one BMC per machine. */
+  machineId?: string;
+  /** 'ipmi' | 'redfish' | 'wol' | 'manual' */
+  driver: string;
+  /** Host or IPv4 address (ipmi, redfish); the machine's MAC, canonical (wol); a free-text location (manual). */
+  address: string;
+  port?: number;
+  username?: string;
+  passwordSealed?: string;
+  /** IPMI cipher suite (3 or 17). */
+  cipherSuite?: number;
+  /** IPMI BMC key Kg (hex), sealed. */
+  kgSealed?: string;
+  /** Redfish: pinned certificate fingerprint, SHA-256 "AB:CD:...". */
+  tlsFingerprint?: string;
+  /** Redfish: the ComputerSystem to drive. */
+  systemId?: string;
+  /** Wake-on-LAN: interface the packet leaves by (else config bmc.wolInterface, else the provisioning interfaces). */
+  wolInterface?: string;
+  /** Last power state read from the BMC (or confirmed by the operator, manual). */
+  lastPowerState?: 'on' | 'off' | 'unknown';
+  /** When the state was last written here (polls that change nothing are not written). */
+  lastPolledAt?: string;
+  lastChangedAt?: string;
+  lastError?: { code: string; message: string; at: string };
+  /** Consecutive failed operations; at bmc.unreachableAfter the BMC is polled only every bmc.unreachablePollSeconds. */
+  failures?: number;
+  /** Manual driver: what the operator was asked to do and has not confirmed yet. */
+  pending?: { request: string; actor: string; at: string }[];
+  createdAt: string;
+  updatedAt: string;
+  [extra: string]: unknown;
+}
 export interface ImageRecord { id: string; name: string; sha256?: string; size?: number; [extra: string]: unknown }
 export interface DnsRecordRecord { id: string; name: string; type: string; value: string; ttl?: number; [extra: string]: unknown }
 export interface EventRecord {
@@ -78,6 +116,8 @@ export type CollectionName = keyof Records;
 export interface Indexes {
   machines: 'mac' | 'uuid' | 'hostname';
   leases: 'mac';
+  /** Unique: one user per name (case-insensitive, so "Admin" and "admin" are the same user). */
+  users: 'username';
 }
 export type IndexName<C extends CollectionName> = C extends keyof Indexes ? Indexes[C] : never;
 

@@ -78,7 +78,7 @@ const file = join(work, 'bench.img');
 const stateDir = join(work, 'state');
 const config = join(work, 'metalbox.yaml');
 const mbxPort = await freePort();
-writeFileSync(config, `stateDir: ${stateDir}\nhttp: { listen: "127.0.0.1:${mbxPort}" }\nlogLevel: warn\n`);
+writeFileSync(config, `stateDir: ${stateDir}\nhttp: { listen: "127.0.0.1:${mbxPort}" }\nhttps: { listen: "127.0.0.1:0" }\nlogLevel: warn\n`);
 execFileSync(process.execPath, ['--import', TSX, join(ROOT, 'src/main.ts'), 'images', 'add', 'bench', '--kernel', file, '--initrd', join(work, 'initrd.img'), '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 interface Server { name: string; url: string; pids: () => number[]; stop: () => Promise<void> }

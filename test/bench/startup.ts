@@ -22,7 +22,7 @@ interface Variant { name: string; command: string; args: string[] }
 async function once(variant: Variant, dir: string): Promise<number> {
   const port = await freePort();
   const config = path.join(dir, 'metalbox.yaml');
-  fs.writeFileSync(config, `http:\n  listen: "127.0.0.1:${port}"\nlogLevel: warn\n`);
+  fs.writeFileSync(config, `http:\n  listen: "127.0.0.1:${port}"\nhttps:\n  listen: "127.0.0.1:0"\nlogLevel: warn\n`);
   const env: NodeJS.ProcessEnv = { ...process.env, METALBOX_STATE_DIR: path.join(dir, 'state'), METALBOX_RUNTIME_DIR: path.join(dir, 'run') };
   delete env.NOTIFY_SOCKET;
   const started = performance.now();

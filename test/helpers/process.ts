@@ -1,6 +1,7 @@
 // Run metalbox (sources through tsx, or the built binary) as a child process and watch it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -75,4 +76,31 @@ export async function getJson(url: string): Promise<{ status: number; body: unkn
   let body: unknown = text;
   try { body = JSON.parse(text); } catch { /* plain text (metrics) */ }
   return { status: res.status, body };
+}
+
+/**
+ * An HTTPS request to metalbox's self-signed endpoint, accepted only when the certificate has the expected
+ * SHA-256 fingerprint (the CLI's trust-on-first-use pin). Redirects are not followed.
+ */
+export async function requestTls(url: string, fingerprint: string, opts: { method?: string; headers?: Record<string, string>; body?: unknown } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: unknown; fingerprint: string }> {
+  const { request } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      method: opts.method ?? 'GET',
+      rejectUnauthorized: false,
+      headers: { ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}), ...opts.headers },
+      // Checked on the certificate itself, before anything is sent.
+      checkServerIdentity: (_host, cert) => (cert.fingerprint256 === fingerprint ? undefined : new Error(`certificate ${cert.fingerprint256} is not the pinned ${fingerprint}`)),
+    }, (res) => {
+      let text = '';
+      const seen = (res.socket as TLSSocket).getPeerCertificate().fingerprint256;
+      res.setEncoding('utf8').on('data', (d: string) => { text += d; }).on('end', () => {
+        let body: unknown = text;
+        try { body = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, fingerprint: seen });
+      });
+    });
+    req.on('error', reject);
+    req.end(opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  });
 }

@@ -164,7 +164,7 @@ t.test('(b)(c) serve answers /healthz; settings and instanceId survive restarts'
   const box = sandbox(t);
   const port = await freePort();
   const configFile = path.join(box.dir, 'metalbox.yaml');
-  fs.writeFileSync(configFile, `http:\n  listen: "127.0.0.1:${port}"\n`);
+  fs.writeFileSync(configFile, `http:\n  listen: "127.0.0.1:${port}"\nhttps:\n  listen: "127.0.0.1:0"\n`);
 
   // No server runs: the CLI opens the store itself.
   const set = await run(box, ['settings', 'set', 'site.name', 'rack-7']);

@@ -24,7 +24,7 @@ async function setup(t: Test) {
   writeFileSync(join(dir, 'initrd.img'), initrd);
   const port = await freePort();
   const config = join(dir, 'metalbox.yaml');
-  writeFileSync(config, `stateDir: ${join(dir, 'state')}\nhttp: { listen: "127.0.0.1:${port}" }\nlogLevel: info\n`);
+  writeFileSync(config, `stateDir: ${join(dir, 'state')}\nhttp: { listen: "127.0.0.1:${port}" }\nhttps: { listen: "127.0.0.1:0" }\nlogLevel: info\n`);
   // A mirror on loopback for the URL case.
   const mirror = createServer((req, res) => {
     if (req.url === '/linux') { res.writeHead(200, { 'content-length': kernel.length }); res.end(kernel); return; }

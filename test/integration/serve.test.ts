@@ -3,9 +3,10 @@
 import t, { type Test } from 'tap';
 import { mkdtempSync, writeFileSync, rmSync, chmodSync, mkdirSync, existsSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
+import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runSource, freePort, getJson, type Running } from '../helpers/process.ts';
+import { runSource, freePort, getJson, requestTls, type Running } from '../helpers/process.ts';
 
 const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, NOTIFY_SOCKET: '', ...extra });
 
@@ -15,11 +16,12 @@ function workdir(t: Test): string {
   return dir;
 }
 
-async function configFile(dir: string, extra = ''): Promise<{ file: string; port: number }> {
+async function configFile(dir: string, extra = ''): Promise<{ file: string; port: number; httpsPort: number }> {
   const port = await freePort();
+  const httpsPort = await freePort();
   const file = join(dir, 'metalbox.yaml');
-  writeFileSync(file, `stateDir: ${join(dir, 'state')}\nhttp: { listen: "127.0.0.1:${port}" }\nlogLevel: info\n${extra}`);
-  return { file, port };
+  writeFileSync(file, `stateDir: ${join(dir, 'state')}\nhttp: { listen: "127.0.0.1:${port}" }\nhttps: { listen: "127.0.0.1:${httpsPort}" }\nlogLevel: info\n${extra}`);
+  return { file, port, httpsPort };
 }
 
 async function stop(t: Test, r: Running): Promise<void> {
@@ -33,17 +35,32 @@ async function stop(t: Test, r: Running): Promise<void> {
 
 t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop', async (t) => {
   const dir = workdir(t);
-  const { file, port } = await configFile(dir);
+  const { file, port, httpsPort } = await configFile(dir);
   const r = runSource(['serve', '--config', file], { env: env() });
   t.teardown(() => { r.child.kill('SIGKILL'); });
   await r.waitFor(/"msg":"metalbox ready"/);
   const base = `http://127.0.0.1:${port}`;
+  const secure = `https://127.0.0.1:${httpsPort}`;
+  // The self-signed certificate made at first start: its fingerprint is in the log and in `status`.
+  const fingerprint = (/"fingerprint":"([0-9A-F:]{95})"/.exec(r.stdout()) ?? [])[1]!;
+  t.match(fingerprint, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
 
   t.same(await getJson(`${base}/healthz`), { status: 200, body: { status: 'ok' } });
   const ready = await getJson(`${base}/readyz`);
   t.equal(ready.status, 200);
-  t.same((ready.body as { services: unknown }).services, { control: 'running', http: 'running' });
-  const version = (await getJson(`${base}/api/v1/version`)).body as { name: string; instanceId: string };
+  t.same((ready.body as { services: unknown }).services, { control: 'running', http: 'running', bmc: 'running' });
+  // Plain HTTP serves only firmware and scrapers: anything else is redirected to the same path over HTTPS.
+  const redirect = await fetch(`${base}/api/v1/version?x=1`, { redirect: 'manual' });
+  t.equal(redirect.status, 308);
+  t.equal(redirect.headers.get('location'), `https://127.0.0.1:${httpsPort}/api/v1/version?x=1`);
+  // fetch cannot set Host: ask with node:http as a browser would after typing the box's name.
+  const browserLocation = await new Promise<string | undefined>((resolve, reject) => {
+    httpGet({ host: '127.0.0.1', port, path: '/', headers: { host: 'metalbox.rack.internal:5240' } }, (res) => { res.resume(); resolve(res.headers.location); }).on('error', reject);
+  });
+  t.equal(browserLocation, `https://metalbox.rack.internal:${httpsPort}/`, 'the name the browser used');
+  const versionAnswer = await requestTls(`${secure}/api/v1/version`, fingerprint);
+  t.equal(versionAnswer.fingerprint, fingerprint);
+  const version = versionAnswer.body as { name: string; instanceId: string };
   t.equal(version.name, 'metalbox');
   t.match(version.instanceId, /^[0-9a-f-]{36}$/);
   const metrics = (await getJson(`${base}/metrics`)).body as string;
@@ -66,7 +83,7 @@ t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop'
   t.equal(get.stdout(), 'rack-7\n');
   const status = runSource(['status', '--config', file], { env: env() });
   t.equal(await status.exited, 0, status.stderr());
-  t.match(JSON.parse(status.stdout()), { phase: 'running', pid: r.child.pid, services: { http: 'running' } });
+  t.match(JSON.parse(status.stdout()), { phase: 'running', pid: r.child.pid, services: { http: 'running' }, https: { port: httpsPort, fingerprint, certificate: 'self-signed' } });
   const backupFile = join(dir, 'live.backup');
   const backup = runSource(['backup', backupFile, '--config', file], { env: env() });
   t.equal(await backup.exited, 0, backup.stderr());
@@ -79,7 +96,9 @@ t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop'
   const again = runSource(['serve', '--config', file], { env: env() });
   t.teardown(() => { again.child.kill('SIGKILL'); });
   await again.waitFor(/"msg":"metalbox ready"/);
-  t.equal(((await getJson(`${base}/api/v1/version`)).body as { instanceId: string }).instanceId, version.instanceId);
+  const again2 = await requestTls(`${secure}/api/v1/version`, fingerprint);
+  t.equal((again2.body as { instanceId: string }).instanceId, version.instanceId);
+  t.equal(again2.fingerprint, fingerprint, 'the certificate (and its pin) survives a restart');
   await stop(t, again);
   const after = runSource(['settings', 'get', 'site.name', '--config', file], { env: env() });
   t.equal(await after.exited, 0, after.stderr());
