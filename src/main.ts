@@ -27,6 +27,8 @@ import { TftpService } from './services/tftp/server.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
 import { assetsDir } from './cli/images.ts';
 import { BMC_OPTIONS, pickBmcFlags } from './cli/bmc.ts';
+import { USER_OPTIONS, pickUserFlags } from './cli/users.ts';
+import { createAuthCore } from './core/auth.ts';
 import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
@@ -54,9 +56,13 @@ usage: metalbox <command> [options]
       | power REF on|off|soft-off|cycle|reset|status | bootdev REF pxe|disk [--persistent] [--efi]
       | confirm REF on|off | probe REF|--driver redfish --address ADDR   [--config FILE]
                                               BMCs and power control (metalbox bmc help: all options)
+  users create NAME --role admin|operator|viewer | --admin [--password-file FILE|-] | users list
+      | users delete NAME | users passwd NAME [--password-file FILE|-]   [--config FILE]
+                                              users of the API and the console (the first admin: --admin)
 
 environment: METALBOX_STATE_DIR (state dir when the config names none; default ./.metalbox)
              METALBOX_BMC_PASSWORD (the password of bmc add/edit, instead of --password-file)
+             METALBOX_PASSWORD (the password of users create/passwd, instead of --password-file)
 `;
 
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -85,7 +91,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     }
     if (!COMMANDS.includes(command)) throw new MetalboxError('CLI_USAGE', `unknown command "${command}" (metalbox help)`);
     const { kernel, initrd, rootfs, cmdline } = args.values;
-    return await runCommand({ command, positionals, config, io, defaultStateDir, flags: { kernel, initrd, rootfs, cmdline }, bmc: pickBmcFlags(args.values, env.METALBOX_BMC_PASSWORD) });
+    return await runCommand({ command, positionals, config, io, defaultStateDir, flags: { kernel, initrd, rootfs, cmdline }, bmc: pickBmcFlags(args.values, env.METALBOX_BMC_PASSWORD), users: pickUserFlags(args.values, env.METALBOX_PASSWORD) });
   } catch (err) {
     if (!isMetalboxError(err)) throw err;
     io.err(`metalbox: ${err.code}: ${err.message}\n`);
@@ -107,6 +113,7 @@ function parse(argv: string[]) {
       rootfs: { type: 'string' },
       cmdline: { type: 'string' },
       ...BMC_OPTIONS,
+      ...USER_OPTIONS,
     },
   });
 }
@@ -146,12 +153,16 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   if (!httpsListen) throw new MetalboxError('CONFIG_INVALID', `https.listen: "${config.https.listen}" is not host:port`);
   const tls = await loadTls(config).catch(async (err: unknown) => { await store.close(); throw err; });
   if (tls.created) logger.info({ fingerprint: tls.fingerprint, file: tls.certFile }, 'made a self-signed HTTPS certificate; check its SHA-256 fingerprint when a browser or the CLI first connects');
+  // One per process: the API and the control socket share its lock (the last-admin rule holds across both).
+  const auth = createAuthCore({ store, events, onTouchError: (err) => logger.warn({ err }, 'recording the use of a session or API token failed') });
+  if ((await auth.users.count()) === 0) logger.warn('no users yet: nobody can log in to the console or the API; make the first admin with: metalbox users create NAME --admin');
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
     version: VERSION,
     instanceId: () => instanceId,
     readiness: () => runner.status(),
+    auth,
     boot: {
       store, events, assets, ipxe: new IpxeBinaries(config.boot.ipxeDir), logger: logger.child({ svc: 'boot-http' }),
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
@@ -162,7 +173,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   const web = new HttpService(app, listen, { ...httpsListen, cert: tls.cert, key: tls.key });
   const webStatus = () => ({ http: web.address(), https: { ...web.httpsAddress(), fingerprint: tls.fingerprint, certificate: tls.source, validTo: tls.validTo } });
   services.push(
-    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => ({ ...runner.status(), ...webStatus() }), version: VERSION, assets, bmc }), logger.child({ svc: 'control' })),
+    new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => ({ ...runner.status(), ...webStatus() }), version: VERSION, assets, bmc, auth }), logger.child({ svc: 'control' })),
     web,
   );
   services.push(bmc);

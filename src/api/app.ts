@@ -7,8 +7,15 @@ import type { Logger } from '../lib/logger.ts';
 import type { Metrics } from '../lib/metrics.ts';
 import type { RunnerStatus } from '../services/service.ts';
 import { registerErrorHandling } from './errors.ts';
+import { authPlugin } from './auth.ts';
 import { systemRoutes } from './routes/system.ts';
+import { authRoutes } from './routes/auth.ts';
+import { userRoutes } from './routes/users.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 import { bootHttp, type BootHttpDeps } from '../services/boot-http/routes.ts';
+import { machineRoutes, type MachinesApiDeps } from './routes/machines.ts';
+import { eventRoutes } from './routes/events.ts';
+import type { AuthCore } from '../core/auth.ts';
 
 export interface AppDeps {
   logger: Logger;
@@ -19,6 +26,14 @@ export interface AppDeps {
   readiness: () => RunnerStatus;
   /** HTTP boot (/boot/...): registered when given. */
   boot?: BootHttpDeps;
+  /**
+   * Users, sessions and API tokens (src/core/auth.ts createAuthCore; one per process, shared with the control
+   * socket). Without it only the public routes (src/api/auth.ts PUBLIC_ROUTES) are served, and registering
+   * any other route fails.
+   */
+  auth?: AuthCore;
+  /** Machines (/api/v1/machines...) and the machine event stream (/api/v1/events/stream): registered when given (needs `auth`). */
+  machines?: MachinesApiDeps;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -39,8 +54,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (reply.statusCode >= 500) req.log.warn({ method: req.method, url: req.url, status: reply.statusCode }, 'request answered with a server error');
     else req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
   });
+  // First: its onRoute hook must see every route (access levels, the public list).
+  await app.register(authPlugin(deps.auth));
   await app.register(systemRoutes(deps));
+  if (deps.auth) {
+    await app.register(authRoutes(deps.auth));
+    await app.register(userRoutes(deps.auth));
+    await app.register(tokenRoutes(deps.auth));
+  }
   if (deps.boot) await app.register(bootHttp(deps.boot));
+  if (deps.machines) {
+    await app.register(machineRoutes(deps.machines));
+    await app.register(eventRoutes(deps.machines));
+  }
   await app.ready();
   return app;
 }

@@ -9,12 +9,41 @@ export interface ErrorBody { statusCode: number; code: ErrorCode | 'REQUEST_INVA
 export function errorBody(err: unknown): ErrorBody {
   if (err instanceof MetalboxError) return body(ERROR_CODES[err.code].status, err.code, err.message);
   const fe = err as Partial<FastifyError>;
-  if (fe.validation) return body(400, 'VALIDATION_FAILED', fe.message ?? 'invalid request');
+  if (fe.validation) return body(400, 'VALIDATION_FAILED', validationMessage(fe.validationContext, fe.validation) ?? fe.message ?? 'invalid request');
   // Fastify's own client errors (bad JSON, body too large, wrong content type) keep their status.
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return body(fe.statusCode, 'REQUEST_INVALID', fe.message ?? 'invalid request');
   }
   return body(500, 'INTERNAL', 'internal error; see the metalbox log');
+}
+
+interface SchemaError { instancePath?: string; keyword?: string; message?: string; params?: Record<string, unknown> }
+
+/**
+ * "<part>.<field>: <problem>" from the first useful schema error (ajv's or TypeBox's, same shape), e.g.
+ * `body.tags[1]: must match pattern ...`, `body.hostnme: is not a known field`, `querystring.state[0]: must be one of
+ * New, Ready`. Never includes the value (it may be a password).
+ */
+export function validationMessage(context: string | undefined, errors: readonly SchemaError[]): string | undefined {
+  // Wrappers ("must match a schema in anyOf", TypeBox's "schema is false" beside additionalProperties) say less than what they wrap.
+  const useful = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'oneOf' && e.keyword !== 'boolean');
+  const e = useful[0] ?? errors[0];
+  if (!e) return undefined;
+  const p = e.params ?? {};
+  let path = (e.instancePath ?? '').split('/').slice(1).map((seg) => seg.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let problem = e.message ?? 'is invalid';
+  const first = (v: unknown): string | undefined => (Array.isArray(v) ? (v[0] as string | undefined) : typeof v === 'string' ? v : undefined);
+  if (e.keyword === 'required') {
+    const name = first(p.missingProperty) ?? first(p.requiredProperties);
+    if (name !== undefined) { path = [...path, name]; problem = 'is required'; }
+  } else if (e.keyword === 'additionalProperties') {
+    const name = first(p.additionalProperty) ?? first(p.additionalProperties);
+    if (name !== undefined) { path = [...path, name]; problem = 'is not a known field'; }
+  } else if (e.keyword === 'enum' && Array.isArray(p.allowedValues)) {
+    problem = `must be one of ${p.allowedValues.map(String).join(', ')}`;
+  }
+  const field = path.reduce((out, seg) => (/^\d+$/.test(seg) ? `${out}[${seg}]` : `${out}.${seg}`), context ?? 'request');
+  return `${field}: ${problem}`;
 }
 
 function body(statusCode: number, code: ErrorBody['code'], message: string): ErrorBody {

@@ -12,6 +12,8 @@ import type { RunnerStatus } from '../services/service.ts';
 import type { AssetStore } from '../store/assets.ts';
 import { imageControlHandlers, runImages, type ImageFlags } from './images.ts';
 import { bmcControlHandlers, runBmc, type BmcFlags } from './bmc.ts';
+import { runUsers, userControlHandlers, type UserFlags } from './users.ts';
+import type { AuthCore } from '../core/auth.ts';
 import type { BmcService } from '../services/bmc/service.ts';
 import { secretKeyPath } from '../bmc/secrets.ts';
 
@@ -27,9 +29,11 @@ export interface CommandInput {
   flags?: ImageFlags;
   /** Options of `bmc` (and METALBOX_BMC_PASSWORD as passwordEnv). */
   bmc?: BmcFlags;
+  /** Options of `users` (--role, --admin, --password-file; METALBOX_PASSWORD as passwordEnv). */
+  users?: UserFlags;
 }
 
-export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings', 'images', 'bmc'];
+export const COMMANDS = ['config', 'status', 'backup', 'restore', 'settings', 'images', 'bmc', 'users'];
 
 /** Setting keys: dotted lower-case words, so they read well in YAML, the API and the console. */
 const SETTING_KEY = /^[a-z][a-zA-Z0-9_-]*(\.[a-zA-Z0-9_-]+)*$/;
@@ -59,7 +63,7 @@ function checkKey(key: unknown): string {
 }
 
 /** Handlers the running server answers on its control socket. */
-export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string; assets?: AssetStore; bmc?: BmcService }): Record<string, ControlHandler> {
+export function controlHandlers(deps: { store: Store; config: Config; status: () => RunnerStatus; version: string; assets?: AssetStore; bmc?: BmcService; auth?: AuthCore }): Record<string, ControlHandler> {
   const ops = storeOps(deps.store);
   return {
     status: async () => ({ version: deps.version, pid: process.pid, uptimeSeconds: Math.round(process.uptime()), stateDir: deps.config.stateDir, ...deps.status(), store: deps.store.stats(), ...(deps.bmc ? { bmc: deps.bmc.summary() } : {}) }),
@@ -72,16 +76,22 @@ export function controlHandlers(deps: { store: Store; config: Config; status: ()
     'settings.list': async () => ops.settingsList(),
     ...(deps.assets ? imageControlHandlers({ store: deps.store, config: deps.config, assets: deps.assets }) : {}),
     ...(deps.bmc ? bmcControlHandlers(deps.bmc) : {}),
+    ...(deps.auth ? userControlHandlers(deps.auth) : {}),
   };
 }
 
 export async function runCommand(input: CommandInput): Promise<number> {
   const { command, positionals, config, io } = input;
   const controlPath = join(config.stateDir, 'control.sock');
+  if (command !== 'users' && (input.users?.role !== undefined || input.users?.admin !== undefined)) {
+    throw new MetalboxError('CLI_USAGE', '--role and --admin go with metalbox users create');
+  }
   if (command !== 'images' && Object.values(input.flags ?? {}).some((v) => v !== undefined)) {
     throw new MetalboxError('CLI_USAGE', '--kernel, --initrd, --rootfs and --cmdline go with images add');
   }
-  if (command !== 'bmc' && Object.entries(input.bmc ?? {}).some(([k, v]) => k !== 'passwordEnv' && v !== undefined)) {
+  // --password-file (and --password, refused there with a reason) are shared with users.
+  const shared = (k: string) => command === 'users' && (k === 'password-file' || k === 'password');
+  if (command !== 'bmc' && Object.entries(input.bmc ?? {}).some(([k, v]) => k !== 'passwordEnv' && !shared(k) && v !== undefined)) {
     throw new MetalboxError('CLI_USAGE', `the options of bmc (${Object.keys(input.bmc ?? {}).filter((k) => k !== 'passwordEnv').map((k) => `--${k}`).join(', ')}) go with metalbox bmc`);
   }
   /** Runs `op` through the server if it runs, else on the store opened here (and closed after). */
@@ -154,6 +164,8 @@ export async function runCommand(input: CommandInput): Promise<number> {
       return runImages(positionals, input.flags ?? {}, config, io, controlPath);
     case 'bmc':
       return runBmc(positionals, input.bmc ?? {}, config, io, controlPath);
+    case 'users':
+      return runUsers(positionals, input.users ?? {}, config, io, controlPath);
     default:
       throw new MetalboxError('CLI_USAGE', `unknown command "${command}"`);
   }

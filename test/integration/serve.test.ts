@@ -36,6 +36,9 @@ async function stop(t: Test, r: Running): Promise<void> {
 t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop', async (t) => {
   const dir = workdir(t);
   const { file, port, httpsPort } = await configFile(dir);
+  // The first admin, made before the first start (the store is not locked yet).
+  const admin = runSource(['users', 'create', 'root', '--admin', '--config', file], { env: env({ METALBOX_PASSWORD: 'root-password-for-serve' }) });
+  t.equal(await admin.exited, 0, admin.stderr());
   const r = runSource(['serve', '--config', file], { env: env() });
   t.teardown(() => { r.child.kill('SIGKILL'); });
   await r.waitFor(/"msg":"metalbox ready"/);
@@ -58,7 +61,13 @@ t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop'
     httpGet({ host: '127.0.0.1', port, path: '/', headers: { host: 'metalbox.rack.internal:5240' } }, (res) => { res.resume(); resolve(res.headers.location); }).on('error', reject);
   });
   t.equal(browserLocation, `https://metalbox.rack.internal:${httpsPort}/`, 'the name the browser used');
-  const versionAnswer = await requestTls(`${secure}/api/v1/version`, fingerprint);
+  t.equal((await requestTls(`${secure}/api/v1/version`, fingerprint)).status, 401, 'the API wants a login');
+  const login = async () => {
+    const res = await requestTls(`${secure}/api/v1/login`, fingerprint, { method: 'POST', body: { username: 'root', password: 'root-password-for-serve' } });
+    t.equal(res.status, 200, 'login over HTTPS');
+    return { cookie: String(res.headers['set-cookie']).split(';')[0]! };
+  };
+  const versionAnswer = await requestTls(`${secure}/api/v1/version`, fingerprint, { headers: await login() });
   t.equal(versionAnswer.fingerprint, fingerprint);
   const version = versionAnswer.body as { name: string; instanceId: string };
   t.equal(version.name, 'metalbox');
@@ -96,7 +105,7 @@ t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop'
   const again = runSource(['serve', '--config', file], { env: env() });
   t.teardown(() => { again.child.kill('SIGKILL'); });
   await again.waitFor(/"msg":"metalbox ready"/);
-  const again2 = await requestTls(`${secure}/api/v1/version`, fingerprint);
+  const again2 = await requestTls(`${secure}/api/v1/version`, fingerprint, { headers: await login() });
   t.equal((again2.body as { instanceId: string }).instanceId, version.instanceId);
   t.equal(again2.fingerprint, fingerprint, 'the certificate (and its pin) survives a restart');
   await stop(t, again);

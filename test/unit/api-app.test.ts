@@ -6,6 +6,10 @@ import { createLogger } from '../../src/lib/logger.ts';
 import { createMetrics } from '../../src/lib/metrics.ts';
 import { MetalboxError } from '../../src/lib/errors.ts';
 import type { RunnerStatus } from '../../src/services/service.ts';
+import { createAuthCore } from '../../src/core/auth.ts';
+import { EventLog } from '../../src/core/events.ts';
+import { auditAs } from '../../src/core/users.ts';
+import { createMemoryStore } from '../../src/store/memory-store.ts';
 
 function deps(over: Partial<AppDeps> = {}): AppDeps & { lines: string[] } {
   const lines: string[] = [];
@@ -21,12 +25,20 @@ function deps(over: Partial<AppDeps> = {}): AppDeps & { lines: string[] } {
   };
 }
 
-t.test('GET /api/v1/version', async (t) => {
-  const app = await buildApp(deps());
+t.test('GET /api/v1/version: for logged-in callers only', async (t) => {
+  const store = createMemoryStore();
+  const auth = createAuthCore({ store, events: new EventLog(store) }, { hasher: { params: { ln: 10, r: 8, p: 1 } } });
+  await auth.users.create({ username: 'vic', role: 'viewer', password: 'viewer-password' }, auditAs('test'));
+  const { token } = await auth.tokens.create((await auth.users.find('vic'))!, { name: 't' }, auditAs('test'));
+  const app = await buildApp(deps({ auth }));
   t.teardown(() => app.close());
-  const res = await app.inject({ method: 'GET', url: '/api/v1/version' });
+  t.equal((await app.inject({ method: 'GET', url: '/api/v1/version' })).statusCode, 401);
+  const res = await app.inject({ method: 'GET', url: '/api/v1/version', headers: { authorization: `Bearer ${token}` } });
   t.equal(res.statusCode, 200);
   t.same(res.json(), { name: 'metalbox', version: '9.9.9', node: process.versions.node, instanceId: 'inst-1' });
+  const bare = await buildApp(deps());
+  t.teardown(() => bare.close());
+  t.equal((await bare.inject('/api/v1/version')).statusCode, 404, 'not served without a user store');
 });
 
 t.test('healthz is 200; readyz follows the runner phase', async (t) => {

@@ -1,5 +1,6 @@
 // Health, readiness, metrics and version. /healthz, /readyz and /metrics are for systemd, load
-// balancers and scrapers and carry no secrets; /api/v1/version tells clients what they talk to.
+// balancers and scrapers, carry no secrets and are public (src/api/auth.ts PUBLIC_ROUTES);
+// /api/v1/version tells clients what they talk to, and only logged-in ones (it names the exact build).
 import Type from 'typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -23,10 +24,12 @@ export function systemRoutes(deps: AppDeps): FastifyPluginAsync {
     const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
     app.get('/healthz', {
+      config: { access: 'public' },
       schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
     }, async () => ({ status: 'ok' as const }));
 
     app.get('/readyz', {
+      config: { access: 'public' },
       schema: { response: { 200: ReadySchema, 503: ReadySchema } },
     }, async (_req, reply) => {
       const r = deps.readiness();
@@ -34,12 +37,15 @@ export function systemRoutes(deps: AppDeps): FastifyPluginAsync {
       return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not-ready', phase: r.phase, services: r.services });
     });
 
-    app.get('/metrics', async (_req, reply) => {
+    app.get('/metrics', { config: { access: 'public' } }, async (_req, reply) => {
       const text = await deps.metrics.registry.metrics();
       return reply.type(deps.metrics.registry.contentType).send(text);
     });
 
+    // Without auth deps (unit tests of the public routes) there is nobody who could call it.
+    if (!deps.auth) return;
     app.get('/api/v1/version', {
+      config: { access: 'viewer' },
       schema: { response: { 200: VersionSchema } },
     }, async () => ({
       name: 'metalbox' as const,
