@@ -4,6 +4,7 @@
 // Exit codes: 0 success; 1 runtime failure (store locked, corrupt or unusable, a service failed,
 // a fatal error while serving); 2 bad command line or bad config.
 import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { resolve, join } from 'node:path';
 import { networkInterfaces } from 'node:os';
@@ -20,6 +21,8 @@ import { ServiceRunner, type Service } from './services/service.ts';
 import { EventLog } from './core/events.ts';
 import { HttpService } from './services/http.ts';
 import { loadTls } from './services/tls-files.ts';
+import { MachineRegistry } from './core/machines.ts';
+import type { MachinePowerControl } from './api/routes/machines.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
 import { defaultBoot } from './services/dhcp/boot.ts';
@@ -32,8 +35,11 @@ import { createAuthCore } from './core/auth.ts';
 import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
+import { REMOTE_COMMANDS, REMOTE_USAGE, runRemote } from './cli/remote.ts';
 
 const STOP_TIMEOUT_MS = 10_000;
+/** The appliance's config (image/, systemd/): API commands on the box find its HTTPS port and certificate there. */
+const APPLIANCE_CONFIG = '/etc/metalbox/metalbox.yaml';
 
 const USAGE = `metalbox ${VERSION}: bare-metal provisioning appliance
 
@@ -60,13 +66,31 @@ usage: metalbox <command> [options]
       | users delete NAME | users passwd NAME [--password-file FILE|-]   [--config FILE]
                                               users of the API and the console (the first admin: --admin)
 
+over the API (HTTPS; see metalbox login):
+${REMOTE_USAGE.replace(/^/gm, '  ')}
 environment: METALBOX_STATE_DIR (state dir when the config names none; default ./.metalbox)
              METALBOX_BMC_PASSWORD (the password of bmc add/edit, instead of --password-file)
-             METALBOX_PASSWORD (the password of users create/passwd, instead of --password-file)
+             METALBOX_PASSWORD (the password of users create/passwd and login, instead of --password-file)
+             METALBOX_URL, METALBOX_TOKEN, METALBOX_FINGERPRINT (API commands; else the file metalbox login writes)
 `;
 
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errTty: process.stderr.isTTY === true };
+  // API commands (machines, events, tokens, login, ...) have their own flags and talk HTTPS to a metalbox.
+  if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
+    const ds = resolve(env.METALBOX_STATE_DIR || '.metalbox');
+    const loadLocal = (file?: string): Config | undefined => {
+      try {
+        if (file !== undefined) return loadConfigFile(file, ds);
+        if (existsSync(APPLIANCE_CONFIG)) return loadConfigFile(APPLIANCE_CONFIG, ds);
+        return defaultConfig(ds);
+      } catch (err) {
+        if (isMetalboxError(err)) io.err(`metalbox: ${err.code}: ${err.message}\n`);
+        return undefined;
+      }
+    };
+    return runRemote(argv, env, io, loadLocal);
+  }
   let args: ReturnType<typeof parse>;
   try {
     args = parse(argv);
@@ -156,6 +180,9 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // One per process: the API and the control socket share its lock (the last-admin rule holds across both).
   const auth = createAuthCore({ store, events, onTouchError: (err) => logger.warn({ err }, 'recording the use of a session or API token failed') });
   if ((await auth.users.count()) === 0) logger.warn('no users yet: nobody can log in to the console or the API; make the first admin with: metalbox users create NAME --admin');
+  // The secrets key is loaded (created at first start) by the BMC service's start: SECRET_KEY_UNUSABLE stops metalbox.
+  const bmc = new BmcService({ store, events, metrics, config, secrets: secretBoxLoader(store, config.stateDir), logger: logger.child({ svc: 'bmc' }) });
+  const registry = await MachineRegistry.open({ store, events, logger: logger.child({ svc: 'machines' }) });
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
@@ -167,16 +194,15 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       store, events, assets, ipxe: new IpxeBinaries(config.boot.ipxeDir), logger: logger.child({ svc: 'boot-http' }),
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
     },
+    machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: machinePower(bmc) },
   });
-  // The secrets key is loaded (created at first start) by the BMC service's start: SECRET_KEY_UNUSABLE stops metalbox.
-  const bmc = new BmcService({ store, events, metrics, config, secrets: secretBoxLoader(store, config.stateDir), logger: logger.child({ svc: 'bmc' }) });
   const web = new HttpService(app, listen, { ...httpsListen, cert: tls.cert, key: tls.key });
   const webStatus = () => ({ http: web.address(), https: { ...web.httpsAddress(), fingerprint: tls.fingerprint, certificate: tls.source, validTo: tls.validTo } });
   services.push(
     new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => ({ ...runner.status(), ...webStatus() }), version: VERSION, assets, bmc, auth }), logger.child({ svc: 'control' })),
     web,
   );
-  services.push(bmc);
+  services.push(bmc, registry);
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
@@ -227,6 +253,23 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   if (runner.error !== undefined && exitCode === 0) exitCode = 1;
   logger.info({ exitCode }, 'metalbox stopped');
   return exitCode;
+}
+
+/** The machine API's view of the BMC service: a machine's BMC is the one registered for its id. */
+function machinePower(bmc: BmcService): MachinePowerControl {
+  return {
+    powerAction: async (machineId, action, actor) => {
+      const r = await bmc.power(machineId, action, actor);
+      return { result: r.result, message: r.message, before: r.before, ...(r.performed ? { performed: r.performed } : {}) };
+    },
+    powerStatus: async (machineId, actor) => ({ state: (await bmc.powerStatus(machineId, actor)).state }),
+    setBootDevice: async (machineId, request, actor) => {
+      const r = await bmc.setBootDevice(machineId, request, actor);
+      return { result: r.result, message: r.message };
+    },
+    enroll: async (machineId, input, actor) => ({ bmc: (await bmc.add({ ...input, machineId }, actor)).bmc.id }),
+    unenroll: async (machineId, actor) => { await bmc.remove(machineId, actor).catch((err: unknown) => { if (!isMetalboxError(err, 'BMC_NOT_FOUND')) throw err; }); },
+  };
 }
 
 /** A random id made at the first start of a state dir; it identifies this appliance's data. */
