@@ -32,6 +32,7 @@ import { assetsDir } from './cli/images.ts';
 import { BMC_OPTIONS, pickBmcFlags } from './cli/bmc.ts';
 import { USER_OPTIONS, pickUserFlags } from './cli/users.ts';
 import { createAuthCore } from './core/auth.ts';
+import { ReservationBook } from './core/reservations.ts';
 import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
@@ -183,6 +184,18 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // The secrets key is loaded (created at first start) by the BMC service's start: SECRET_KEY_UNUSABLE stops metalbox.
   const bmc = new BmcService({ store, events, metrics, config, secrets: secretBoxLoader(store, config.stateDir), logger: logger.child({ svc: 'bmc' }) });
   const registry = await MachineRegistry.open({ store, events, logger: logger.child({ svc: 'machines' }) });
+  // The DHCP service exists before the app (its pools feed GET /api/v1/subnets; reservations added through the
+  // API reach it live); it is started with the other network services below.
+  const live: { dhcp?: DhcpService } = {};
+  const reservations = new ReservationBook({ store, events, subnets: config.subnets, onChange: (cidr, list) => live.dhcp?.setReservations(cidr, list) });
+  const dhcp = live.dhcp = config.interfaces.length > 0 && config.dhcp.enabled
+    ? new DhcpService({
+      config, store, events, metrics, reservations,
+      logger: logger.child({ svc: 'dhcp' }),
+      boot: defaultBoot(config.dhcp.bootFiles, listen.port),
+      interfaceAddresses: () => networkInterfaces(),
+    })
+    : undefined;
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
     metrics,
@@ -195,6 +208,11 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
     },
     machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: machinePower(bmc) },
+    resources: {
+      store, events, config, bmc, assets, reservations,
+      ...(dhcp ? { dhcp } : {}),
+      https: () => ({ fingerprint: tls.fingerprint, certificate: tls.source, validTo: tls.validTo }),
+    },
   });
   const web = new HttpService(app, listen, { ...httpsListen, cert: tls.cert, key: tls.key });
   const webStatus = () => ({ http: web.address(), https: { ...web.httpsAddress(), fingerprint: tls.fingerprint, certificate: tls.source, validTo: tls.validTo } });
@@ -206,13 +224,8 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
-  } else if (config.dhcp.enabled) {
-    services.push(new DhcpService({
-      config, store, events, metrics,
-      logger: logger.child({ svc: 'dhcp' }),
-      boot: defaultBoot(config.dhcp.bootFiles, listen.port),
-      interfaceAddresses: () => networkInterfaces(),
-    }));
+  } else if (dhcp) {
+    services.push(dhcp);
   }
   if (config.interfaces.length > 0 && config.tftp.enabled) {
     services.push(new TftpService({ config, store, events, metrics, logger: logger.child({ svc: 'tftp' }), httpPort: listen.port }));

@@ -1,12 +1,12 @@
 // buildApp(deps) makes the whole HTTP app without listen(): the HTTP service listens, tests use
 // app.inject(). Everything is a plugin; routes declare JSON Schema (TypeBox) for validation,
 // serialization and types.
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../lib/logger.ts';
 import type { Metrics } from '../lib/metrics.ts';
 import type { RunnerStatus } from '../services/service.ts';
-import { registerErrorHandling } from './errors.ts';
+import { errorBody, registerErrorHandling } from './errors.ts';
 import { authPlugin } from './auth.ts';
 import { systemRoutes } from './routes/system.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -15,6 +15,8 @@ import { tokenRoutes } from './routes/tokens.ts';
 import { bootHttp, type BootHttpDeps } from '../services/boot-http/routes.ts';
 import { machineRoutes, type MachinesApiDeps } from './routes/machines.ts';
 import { eventRoutes } from './routes/events.ts';
+import { resourceRoutes, type ResourcesApiDeps } from './routes/resources.ts';
+import { openApiPlugin } from './openapi.ts';
 import type { AuthCore } from '../core/auth.ts';
 
 export interface AppDeps {
@@ -34,6 +36,11 @@ export interface AppDeps {
   auth?: AuthCore;
   /** Machines (/api/v1/machines...) and the machine event stream (/api/v1/events/stream): registered when given (needs `auth`). */
   machines?: MachinesApiDeps;
+  /**
+   * Subnets, leases, DNS records, BMCs, images and jobs, settings, status (src/api/routes/resources.ts):
+   * registered when given (needs `auth`).
+   */
+  resources?: ResourcesApiDeps;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -44,6 +51,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Closing must not wait for idle keep-alive browser connections (stop within 10 s).
     forceCloseConnections: true,
     bodyLimit: 1024 * 1024,
+    // Setting keys run to 200 characters (src/api/routes/settings.ts); the router's default cap is 100.
+    routerOptions: { maxParamLength: 256 },
+    // Refusals made by the router itself (a malformed %-escape, an over-long parameter) get the same body
+    // shape as every other error: {statusCode, code: REQUEST_INVALID, error, message}.
+    frameworkErrors: (err, _req, reply) => { void (reply as FastifyReply).code(400).send(errorBody(err)); },
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -56,6 +68,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   // First: its onRoute hook must see every route (access levels, the public list).
   await app.register(authPlugin(deps.auth));
+  // Second: its onRoute hook records every later route for /api/openapi.json (and /api/docs).
+  if (deps.auth) await app.register(openApiPlugin({ title: 'metalbox API', version: deps.version }));
   await app.register(systemRoutes(deps));
   if (deps.auth) {
     await app.register(authRoutes(deps.auth));
@@ -67,6 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(machineRoutes(deps.machines));
     await app.register(eventRoutes(deps.machines));
   }
+  if (deps.resources) await app.register(resourceRoutes(deps.resources, deps));
   await app.ready();
   return app;
 }

@@ -15,9 +15,11 @@ export interface PoolConfig {
   cidr: Cidr;
   ranges: readonly IPv4Range[];
   excluded: readonly IPv4Range[];
-  /** MAC -> reserved address and host name. */
+  /** MAC -> reserved address and host name, at construction; `setReservations` replaces them later. */
   reservations: ReadonlyMap<string, { ip: number; hostname?: string }>;
 }
+
+export type PoolReservations = ReadonlyMap<string, { ip: number; hostname?: string }>;
 
 /** Who asks: the client key is the client id (option 61) when sent, else the MAC (RFC 2131 §4.2). */
 export interface PoolClient { key: string; mac: string; clientId?: string; hostname?: string }
@@ -47,17 +49,41 @@ export class LeasePool {
   private readonly queued = new Set<number>();
   private freeHead = 0;
   private readonly expiries = new MinHeap();
-  readonly size: number;
+  /** The reservations in force (config.reservations until setReservations replaces them). */
+  private reservations: PoolReservations;
+  private poolSize = 0;
 
   constructor(readonly config: PoolConfig) {
+    this.reservations = config.reservations;
     for (const [mac, r] of config.reservations) this.reservedIps.set(r.ip, mac);
-    let size = 0;
     for (const r of config.ranges) {
       for (let ip = r.start; ip <= r.end; ip++) {
-        if (this.inPool(ip)) { this.freeQueue.push(ip); this.queued.add(ip); size++; }
+        if (this.inPool(ip)) { this.freeQueue.push(ip); this.queued.add(ip); this.poolSize++; }
       }
     }
-    this.size = size;
+  }
+
+  /** Addresses in the dynamic ranges, less excluded and reserved ones. */
+  get size(): number {
+    return this.poolSize;
+  }
+
+  /**
+   * Replaces the reservations while serving (the API adds and removes them). A newly reserved address leaves
+   * the free pool at once; a client that holds it keeps it until its lease ends (the reserved MAC gets no
+   * offer until then). An address no longer reserved joins the pool. Validity (inside the subnet, one
+   * address per MAC, not excluded) is the caller's: the config loader and src/core/reservations.ts check it.
+   */
+  setReservations(reservations: PoolReservations): void {
+    const before = [...this.reservedIps.keys()];
+    this.reservations = new Map(reservations);
+    this.reservedIps.clear();
+    for (const [mac, r] of this.reservations) this.reservedIps.set(r.ip, mac);
+    for (const ip of before) if (!this.reservedIps.has(ip)) this.pushFree(ip);
+    // Newly reserved addresses may still sit in the free queue: pick() skips them (available() refuses them).
+    let size = 0;
+    for (const r of this.config.ranges) for (let ip = r.start; ip <= r.end; ip++) if (this.inPool(ip)) size++;
+    this.poolSize = size;
   }
 
   /** Loads leases from the store (at start). Records of other subnets or outside it are ignored. */
@@ -77,7 +103,7 @@ export class LeasePool {
 
   /** The address reserved for this MAC, if any. */
   reservation(mac: string): { ip: number; hostname?: string } | undefined {
-    return this.config.reservations.get(mac);
+    return this.reservations.get(mac);
   }
 
   /** The address `client` currently holds (offered or bound, unexpired), if any. */
@@ -94,7 +120,7 @@ export class LeasePool {
    */
   available(ip: number, client: PoolClient, now: number): boolean {
     if (!cidrContains(this.config.cidr, ip)) return false;
-    const reserved = this.config.reservations.get(client.mac);
+    const reserved = this.reservations.get(client.mac);
     if (reserved) return reserved.ip === ip && this.heldByOtherOrQuarantined(ip, client, now) === false;
     if (this.reservedIps.has(ip) || !this.inPool(ip)) return false;
     return this.heldByOtherOrQuarantined(ip, client, now) === false;
@@ -105,7 +131,7 @@ export class LeasePool {
    * else the one it asks for (option 50) if available, else the next free one. `undefined`: pool full.
    */
   pick(client: PoolClient, requested: number | undefined, now: number): number | undefined {
-    const reserved = this.config.reservations.get(client.mac);
+    const reserved = this.reservations.get(client.mac);
     if (reserved) return this.available(reserved.ip, client, now) ? reserved.ip : undefined;
     const last = this.byClient.get(client.key);
     if (last !== undefined && this.available(last, client, now)) return last;
@@ -139,7 +165,7 @@ export class LeasePool {
       records.push(this.record(this.setHolder({ ...previous, state: 'released', expiresAt: now })));
       this.pushFree(previous.ip);
     }
-    const hostname = client.hostname ?? this.config.reservations.get(client.mac)?.hostname;
+    const hostname = client.hostname ?? this.reservations.get(client.mac)?.hostname;
     records.push(this.record(this.setHolder({ ip, clientKey: client.key, mac: client.mac, clientId: client.clientId, hostname, state: 'bound', expiresAt: until })));
     return { records, undo: () => this.restore(before) };
   }
@@ -217,7 +243,12 @@ export class LeasePool {
     const old = this.holders.get(h.ip);
     if (old && old.clientKey !== h.clientKey && this.byClient.get(old.clientKey) === h.ip) this.byClient.delete(old.clientKey);
     this.holders.set(h.ip, h);
-    if (h.state !== 'declined') this.byClient.set(h.clientKey, h.ip);
+    // An offer does not take the client's pointer from its bound lease elsewhere: the REQUEST that takes the
+    // offer must find that lease (bind releases it), else the client would hold two bound addresses (a moved
+    // reservation, a client that asked for another address). The pointer moves at bind.
+    const pointed = this.byClient.get(h.clientKey);
+    const keep = h.state === 'offered' && pointed !== undefined && pointed !== h.ip && this.holders.get(pointed)?.clientKey === h.clientKey && this.holders.get(pointed)?.state === 'bound';
+    if (h.state !== 'declined' && !keep) this.byClient.set(h.clientKey, h.ip);
     if (h.state !== 'released') this.expiries.push(h.expiresAt, h.ip);
     return h;
   }

@@ -132,3 +132,22 @@ t.test('allocation stays cheap as leases grow (a /16 pool, 60k leases)', async (
   t.ok(perOp < 50_000, `pick+bind ${Math.round(perOp)} ns per lease`);
   t.equal(p.stats(T0).bound, 60_000);
 });
+
+t.test('a client bound at one address that takes an offer of another holds one lease: the old one is released at bind', async (t) => {
+  const pool = new LeasePool({ id: '10.9.0.0/24', cidr: parseCidr('10.9.0.0/24')!, ranges: [parseRange('10.9.0.100-10.9.0.110')!], excluded: [], reservations: new Map() });
+  const client = { key: 'mac:52:54:00:00:00:01', mac: '52:54:00:00:00:01' };
+  const now = Date.parse('2026-01-01T00:00:00Z');
+  const a = pool.pick(client, undefined, now)!;
+  pool.offer(a, client, now + 30_000);
+  pool.bind(a, client, now + 3_600_000, now);
+  // The client asks for another free address (option 50), is offered it, and takes it.
+  const b = parseIPv4('10.9.0.105')!;
+  t.not(b, a);
+  t.equal(pool.pick(client, b, now + 1000), a, 'a DISCOVER gets the bound address back first');
+  pool.offer(b, client, now + 31_000);
+  t.equal(pool.current(client, now + 1000)?.ip, a, 'the offer does not hide the bound lease');
+  const { records } = pool.bind(b, client, now + 3_601_000, now + 1000);
+  t.same(records.map((r) => [r.ip, r.state]), [['10.9.0.' + (a & 0xff), 'released'], ['10.9.0.105', 'bound']]);
+  const bound = [...pool.entries()].filter((h) => h.state === 'bound' && h.clientKey === client.key);
+  t.equal(bound.length, 1, 'one bound lease per client');
+});

@@ -13,6 +13,7 @@ import { arpAdd, openUdpSocket, type Datagram, type UdpSocket } from '../../lib/
 import { decodeDhcp, encodeDhcp, hwAddress, MESSAGE_TYPE, peekMessageType, type DhcpPacket } from '../../protocols/dhcp/index.ts';
 import type { EventLog } from '../../core/events.ts';
 import type { LeaseRecord, Store, WriteOp } from '../../store/types.ts';
+import type { Reservation } from '../../core/reservations.ts';
 import type { Service } from '../service.ts';
 import type { BootDecider } from './boot.ts';
 import { isUrgent, WorkQueue } from './work-queue.ts';
@@ -50,6 +51,11 @@ export interface DhcpServiceDeps {
   boot: BootDecider;
   /** IPv4 addresses by interface name (os.networkInterfaces() in production). */
   interfaceAddresses: () => Record<string, InterfaceAddress[] | undefined>;
+  /**
+   * Reservations kept in the store (src/core/reservations.ts ReservationBook; the API adds them), by subnet
+   * CIDR as configured: applied beside the config's at start; later changes arrive through setReservations.
+   */
+  reservations?: { all(): Promise<ReadonlyMap<string, readonly Reservation[]>> };
   /** Told of every persisted lease change (DNS records, boot timeline). */
   onLeaseChange?: (change: LeaseChange) => void;
   now?: () => number;
@@ -84,6 +90,11 @@ export class DhcpService implements Service {
   async start(): Promise<void> {
     const { config } = this.deps;
     this.subnets = config.subnets.map((s) => subnetEntry(s));
+    const stored = await this.deps.reservations?.all();
+    for (const s of this.subnets) {
+      const extra = stored?.get(s.config.cidr);
+      if (extra && extra.length > 0) s.pool.setReservations(reservationMap(s.config, extra));
+    }
     await this.loadLeases();
     const addrs = this.deps.interfaceAddresses();
     const needPxePort = this.subnets.some((s) => s.proxy);
@@ -108,6 +119,15 @@ export class DhcpService implements Service {
     this.queue.clear();
     // Let replies whose leases are being written finish, so nothing acknowledged is half done.
     for (let i = 0; i < 100 && this.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /**
+   * The store's reservations of one subnet changed (the API): they apply beside the config's from the next
+   * packet on. Before start() there is no pool to change; start() reads them itself.
+   */
+  setReservations(cidr: string, list: readonly Reservation[]): void {
+    const s = this.subnets.find((e) => e.config.cidr === cidr);
+    if (s && !s.proxy) s.pool.setReservations(reservationMap(s.config, list));
   }
 
   /** Current holders of every subnet (tests, API). */
@@ -301,16 +321,31 @@ export class DhcpService implements Service {
   }
 }
 
+/**
+ * The config's reservations of a subnet, then the store's. ReservationBook refuses clashes and leaves out what a
+ * later config contradicts; a clash that still gets here loses to what came first (one MAC, one address).
+ */
+function reservationMap(s: SubnetConfig, stored: readonly Reservation[] = []): Map<string, { ip: number; hostname?: string }> {
+  const reservations = new Map<string, { ip: number; hostname?: string }>();
+  const taken = new Set<number>();
+  for (const r of [...s.reservations, ...stored]) {
+    const mac = parseMac(r.mac);
+    const ip = parseIPv4(r.ip);
+    if (mac === undefined || ip === undefined || reservations.has(mac) || taken.has(ip)) continue;
+    reservations.set(mac, { ip, ...(r.hostname ? { hostname: r.hostname } : {}) });
+    taken.add(ip);
+  }
+  return reservations;
+}
+
 function subnetEntry(s: SubnetConfig): SubnetEntry {
   const cidr: Cidr = parseCidr(s.cidr)!;
-  const reservations = new Map<string, { ip: number; hostname?: string }>();
-  for (const r of s.reservations) reservations.set(parseMac(r.mac)!, { ip: parseIPv4(r.ip)!, ...(r.hostname ? { hostname: r.hostname } : {}) });
   const pool = new LeasePool({
     id: s.cidr,
     cidr,
     ranges: s.dynamicRanges.map((r) => parseRange(r)!),
     excluded: s.excludedRanges.map((r) => parseRange(r)!),
-    reservations,
+    reservations: reservationMap(s),
   });
   return { config: s, cidr, pool, proxy: s.proxyDhcp };
 }
