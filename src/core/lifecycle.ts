@@ -245,9 +245,11 @@ export function transition<M extends MachineRecord>(machine: M, action: string, 
   next.state = to;
   next.stateChangedAt = at;
   next.updatedAt = at;
-  delete next.phaseDeadline;
-  delete next.stateReason;
-  delete next.rescueReturn;
+  // Cleared by assignment, not `delete`: a deleted property sends V8 objects into slow dictionary mode, and the
+  // registry walks 100,000 of these. JSON drops undefined fields on the way to the store.
+  next.phaseDeadline = undefined;
+  next.stateReason = undefined;
+  next.rescueReturn = undefined;
   if (isPhaseState(to)) {
     const ms = ctx.timeouts?.[to] ?? PHASE_TIMEOUTS_MS[to];
     effects.push({ kind: 'timeout', ms });

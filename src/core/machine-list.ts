@@ -34,6 +34,8 @@ export interface ListQuery extends ListFilter {
   limit?: number;
   /** From a previous page's `next`. */
   cursor?: string;
+  /** Force how the page is found (tests and benchmarks; the result is the same): walk the sorted view, or sort the index's candidates. */
+  path?: 'walk' | 'index';
 }
 
 export interface ListPage {
@@ -139,10 +141,9 @@ export interface ListSource {
   readonly size: number;
   view(field: SortField): SortedView;
   byMac(mac: string): Machine | undefined;
-  /** Ids in a state / with a tag (live sets: do not modify). */
-  withState(state: string): ReadonlySet<string> | undefined;
-  withTag(tag: string): ReadonlySet<string> | undefined;
-  get(id: string): Machine | undefined;
+  /** The machines in a state / with a tag (live sets: do not modify). */
+  withState(state: string): ReadonlySet<Machine> | undefined;
+  withTag(tag: string): ReadonlySet<Machine> | undefined;
 }
 
 export function matcher(f: ListFilter): (m: Machine) => boolean {
@@ -160,15 +161,15 @@ export function matcher(f: ListFilter): (m: Machine) => boolean {
  * The smallest set of ids the filter can be answered from, by the exact-match indexes (MAC, state, tag);
  * `undefined` when the filter has none (every machine is a candidate).
  */
-function candidates(src: ListSource, f: ListFilter): Iterable<string> | undefined {
+function candidates(src: ListSource, f: ListFilter): Iterable<Machine> | undefined {
   if (f.mac !== undefined) {
     const m = src.byMac(f.mac);
-    return m ? [m.id] : [];
+    return m ? [m] : [];
   }
-  let best: Iterable<string> | undefined;
+  let best: Iterable<Machine> | undefined;
   let bestSize = Infinity;
   if (f.state && f.state.length > 0) {
-    const sets = f.state.map((s) => src.withState(s)).filter((s): s is ReadonlySet<string> => s !== undefined);
+    const sets = f.state.map((s) => src.withState(s)).filter((s): s is ReadonlySet<Machine> => s !== undefined);
     const size = sets.reduce((n, s) => n + s.size, 0);
     if (size < bestSize) { bestSize = size; best = (function* () { for (const s of sets) yield* s; })(); }
   }
@@ -219,77 +220,104 @@ function countNow(src: ListSource, f: ListFilter): number {
     if (!f.state || f.state.length === 0) return src.size;
     return f.state.reduce((k, s) => k + (src.withState(s)?.size ?? 0), 0);
   }
-  const ids = candidates(src, f);
+  const rows = candidates(src, f);
   let n = 0;
-  if (ids === undefined) {
+  if (rows === undefined) {
     const all = src.view('hostname');
     for (let i = 0; i < all.length; i++) if (match(all.at(i))) n++;
     return n;
   }
-  for (const id of ids) {
-    const m = src.get(id);
-    if (m && match(m)) n++;
-  }
+  for (const m of rows) if (match(m)) n++;
   return n;
 }
 
-/** One page. Results do not depend on which path (sorted-view walk or candidate sort) answers it. */
+/**
+ * The exchange rate between the two paths, in walked rows per index candidate. Measured here, a candidate
+ * costs 5-15 walked rows (both are memory-bound: a candidate is a cache miss or three, a walked row about
+ * one), but a walk's guess is optimistic when matches cluster; with 3, `auto` stayed within 1.5x of the better
+ * path on every query of test/bench/api.ts at 10,000 and 100,000 machines.
+ */
+const INDEX_ROW_COST = 3;
+
+/**
+ * One page. Two ways to find it, with the same result:
+ * - walk: the sorted view from the cursor on, skipping rows the filter rejects, until the page is full;
+ * - index: the machines an exact-match index (MAC, state, tag) names, filtered, keeping the best limit+1 by a
+ *   bounded insertion (top-k), so the cost is ~c, not c log c.
+ * A walk costs ~(limit+1) * range / c rows if the matches are spread evenly; they may cluster (a rack's tag in
+ * host name order), so a walk that passes INDEX_ROW_COST * c rows without filling the page stops and the index
+ * finishes the job: never much worse than the better of the two.
+ */
 export function listPage(src: ListSource, q: ListQuery, counts: CountCache): ListPage {
   const sort = q.sort ?? 'hostname';
   const order = q.order ?? 'asc';
+  const dir = order === 'asc' ? 1 : -1;
   const limit = Math.min(Math.max(1, q.limit ?? DEFAULT_LIMIT), MAX_LIMIT);
   const cursor = q.cursor !== undefined ? decodeCursor(q.cursor, sort, order) : undefined;
   const match = matcher(q);
   const view = src.view(sort);
-  const items: Machine[] = [];
-  let more = false;
 
-  // A selective index (few candidates) beats walking the sorted view past the rows the filter rejects:
-  // sorting c candidates is ~c log c, the walk ~limit * n / c. They cross near c = sqrt(limit * n).
-  const c = candidateCount(src, q);
-  const ids = c * c <= limit * src.size ? candidates(src, q) : undefined;
-  if (ids !== undefined) {
-    const rows: { m: Machine; k: Key }[] = [];
-    for (const id of ids) {
-      const m = src.get(id);
-      if (m && match(m)) rows.push({ m, k: view.keyOf(m) });
-    }
-    const dir = order === 'asc' ? 1 : -1;
-    rows.sort((x, y) => dir * compare(x.k, x.m.id, y.k, y.m.id));
-    for (const r of rows) {
-      if (cursor && dir * compare(r.k, r.m.id, cursor.key, cursor.id) <= 0) continue;
-      if (items.length === limit) { more = true; break; }
-      items.push(r.m);
-    }
-  } else {
-    // The rows the filter can match may be one contiguous range of this order: a host name prefix in the
-    // host name order, the filtered states in the state order. Walk only that range.
-    let lo = 0;
-    let hi = view.length;
-    if (sort === 'hostname' && q.hostnamePrefix !== undefined) {
-      lo = view.bound([q.hostnamePrefix, ''], '', false);
-      hi = view.bound([`${q.hostnamePrefix}\uffff`, ''], '', false);
-    } else if (sort === 'state' && q.state && q.state.length > 0) {
-      const ranks = q.state.map((st) => STATE_RANK.get(st) ?? STATES.length);
-      lo = view.bound([Math.min(...ranks), ''], '', false);
-      hi = view.bound([Math.max(...ranks) + 1, ''], '', false);
-    }
-    if (order === 'asc') {
-      for (let i = cursor ? Math.max(lo, view.bound(cursor.key, cursor.id, true)) : lo; i < hi; i++) {
-        const m = view.at(i);
-        if (!match(m)) continue;
-        if (items.length === limit) { more = true; break; }
-        items.push(m);
-      }
-    } else {
-      for (let i = cursor ? Math.min(hi, view.bound(cursor.key, cursor.id, false)) - 1 : hi - 1; i >= lo; i--) {
-        const m = view.at(i);
-        if (!match(m)) continue;
-        if (items.length === limit) { more = true; break; }
-        items.push(m);
-      }
-    }
+  // The rows the filter can match may be one contiguous range of this order: a host name prefix in the host
+  // name order, the filtered states in the state order. A walk covers only that range.
+  let lo = 0;
+  let hi = view.length;
+  if (sort === 'hostname' && q.hostnamePrefix !== undefined) {
+    lo = view.bound([q.hostnamePrefix, ''], '', false);
+    hi = view.bound([`${q.hostnamePrefix}\uffff`, ''], '', false);
+  } else if (sort === 'state' && q.state && q.state.length > 0) {
+    const ranks = q.state.map((st) => STATE_RANK.get(st) ?? STATES.length);
+    lo = view.bound([Math.min(...ranks), ''], '', false);
+    hi = view.bound([Math.max(...ranks) + 1, ''], '', false);
   }
+
+  const walk = (budget: number): Machine[] | undefined => {
+    const out: Machine[] = [];
+    let i = dir > 0
+      ? (cursor ? Math.max(lo, view.bound(cursor.key, cursor.id, true)) : lo)
+      : (cursor ? Math.min(hi, view.bound(cursor.key, cursor.id, false)) - 1 : hi - 1);
+    for (let seen = 0; i >= lo && i < hi; i += dir) {
+      if (++seen > budget) return undefined;
+      const m = view.at(i);
+      if (!match(m)) continue;
+      out.push(m);
+      if (out.length > limit) break;
+    }
+    return out;
+  };
+  const fromIndex = (pool: Iterable<Machine>): Machine[] => {
+    const best: { m: Machine; k: Key }[] = [];
+    for (const m of pool) {
+      if (!match(m)) continue;
+      const k = view.keyOf(m);
+      if (cursor && dir * compare(k, m.id, cursor.key, cursor.id) <= 0) continue;
+      if (best.length > limit) {
+        const worst = best[limit]!;
+        if (dir * compare(k, m.id, worst.k, worst.m.id) >= 0) continue;
+        best.pop();
+      }
+      let a = 0;
+      let b = best.length;
+      while (a < b) {
+        const mid = (a + b) >>> 1;
+        if (dir * compare(best[mid]!.k, best[mid]!.m.id, k, m.id) < 0) a = mid + 1;
+        else b = mid;
+      }
+      best.splice(a, 0, { m, k });
+    }
+    return best.map((r) => r.m);
+  };
+
+  const c = candidateCount(src, q);
+  const range = hi - lo;
+  const pool = c < range || q.path === 'index' ? candidates(src, q) : undefined;
+  let rows: Machine[];
+  if (pool === undefined || q.path === 'walk') rows = walk(Infinity) ?? [];
+  else {
+    const walkGuess = ((limit + 1) * range) / Math.max(c, 1);
+    rows = (q.path === undefined && walkGuess < INDEX_ROW_COST * c ? walk(INDEX_ROW_COST * c) : undefined) ?? fromIndex(pool);
+  }
+  const more = rows.length > limit;
+  const items = more ? rows.slice(0, limit) : rows;
   const last = items[items.length - 1];
   return {
     items,

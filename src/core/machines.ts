@@ -74,8 +74,8 @@ export class MachineRegistry implements ListSource {
   private readonly macs = new Map<string, string>();
   private readonly hostnames = new Map<string, string>();
   private readonly uuids = new Map<string, string>();
-  private readonly states = new Map<string, Set<string>>();
-  private readonly tagSets = new Map<string, Set<string>>();
+  private readonly states = new Map<string, Set<Machine>>();
+  private readonly tagSets = new Map<string, Set<Machine>>();
   private readonly views: Record<SortField, SortedView>;
   private readonly counts = new CountCache();
   /** Values claimed by writes in flight (not yet in the maps). */
@@ -103,8 +103,8 @@ export class MachineRegistry implements ListSource {
 
   get size(): number { return this.byId.size; }
   view(field: SortField): SortedView { return this.views[field]; }
-  withState(state: string): ReadonlySet<string> | undefined { return this.states.get(state); }
-  withTag(tag: string): ReadonlySet<string> | undefined { return this.tagSets.get(tag); }
+  withState(state: string): ReadonlySet<Machine> | undefined { return this.states.get(state); }
+  withTag(tag: string): ReadonlySet<Machine> | undefined { return this.tagSets.get(tag); }
 
   get(id: string): Machine | undefined { return this.byId.get(id); }
   byMac(mac: string): Machine | undefined {
@@ -174,10 +174,7 @@ export class MachineRegistry implements ListSource {
         this.claim(claims, 'hostname', hostname!, this.hostnames);
       }
       const at = new Date(this.now()).toISOString();
-      const machine: Machine = {
-        id, hostname: hostname!, macs: mac !== undefined ? [mac] : [], state: 'New', tags, createdAt: at, updatedAt: at, stateChangedAt: at,
-        ...(uuid !== undefined ? { uuid } : {}),
-      };
+      const machine = shape({ id, hostname: hostname!, uuid, macs: mac !== undefined ? [mac] : [], state: 'New', tags, createdAt: at, updatedAt: at, stateChangedAt: at });
       await hooks.beforeWrite?.(machine);
       const event = this.eventOp(ctx, { type: 'machine.created', subject: id, data: { hostname: machine.hostname, macs: machine.macs, ...(uuid ? { uuid } : {}), tags, state: 'New' } });
       await this.commit([{ type: 'put', collection: 'machines', key: id, value: machine }, event.op]);
@@ -203,7 +200,7 @@ export class MachineRegistry implements ListSource {
       const claims: string[] = [];
       try {
         if (changed.hostname) this.claim(claims, 'hostname', hostname!, this.hostnames);
-        const after: Machine = { ...before, ...(changed.hostname ? { hostname } : {}), ...(changed.tags ? { tags } : {}), updatedAt: this.iso() };
+        const after = shape({ ...before, ...(changed.hostname ? { hostname } : {}), ...(changed.tags ? { tags } : {}), updatedAt: this.iso() });
         const event = this.eventOp(ctx, { type: 'machine.updated', subject: id, data: { hostname: after.hostname, changed } });
         await this.commit([{ type: 'put', collection: 'machines', key: id, value: after }, event.op]);
         this.applyChange(before, after);
@@ -236,12 +233,53 @@ export class MachineRegistry implements ListSource {
     });
   }
 
-  /** A lifecycle action: the state change and its event in one batch; the effects for whoever drives the machine. */
-  async act(ref: string, action: string, ctx: ActorContext & { reason?: string }): Promise<ActResult> {
+  /**
+   * A lifecycle action: the state change and its event in one batch; the effects for whoever drives the machine.
+   * `set` adds fields the action carries (the deploy request, the release's erase mode, commissioning's
+   * inventory) to the same record write; it may not touch the registry's own fields (EXTRA_FIELD rule).
+   */
+  async act(ref: string, action: string, ctx: ActorContext & { reason?: string; set?: ExtraFields }): Promise<ActResult> {
+    if (ctx.set) checkExtra(ctx.set);
     const { id } = this.resolve(ref);
-    return this.serial(id, async () => this.applyTransition(this.current(id), ctx, (m) => transition(m, action, {
+    return this.serial(id, async () => this.applyTransition(this.current(id), ctx, (m) => transition(ctx.set ? { ...m, ...ctx.set } : m, action, {
       actor: ctx.actor, now: this.now(), ...(ctx.reason !== undefined ? { reason: ctx.reason } : {}), ...(this.opts.timeouts ? { timeouts: this.opts.timeouts } : {}),
     })));
+  }
+
+  /**
+   * What a machine reports about itself (the agent API, src/services/boot-http/agent-routes.ts): a MAC it booted
+   * from (added to `macs`), its SMBIOS UUID (only when it has none: an existing one is never replaced), and
+   * extra fields (`inventory`, `deployment`, ...). The record and `event` are written in one batch; listeners
+   * get an 'updated' change. Nothing new: no write, no event.
+   */
+  async amend(ref: string, input: { mac?: string; uuid?: string; set?: ExtraFields }, ctx: ActorContext, event: { type: string; data?: Record<string, unknown> }): Promise<Machine> {
+    const mac = input.mac !== undefined ? checkMac(input.mac) : undefined;
+    const uuid = input.uuid !== undefined ? checkUuid(input.uuid) : undefined;
+    if (input.set) checkExtra(input.set);
+    const { id } = this.resolve(ref);
+    return this.serial(id, async () => {
+      const before = this.current(id);
+      const addMac = mac !== undefined && !before.macs.includes(mac);
+      const addUuid = uuid !== undefined && before.uuid === undefined;
+      if (!addMac && !addUuid && !input.set) return before;
+      const claims: string[] = [];
+      try {
+        if (addMac) this.claim(claims, 'mac', mac, this.macs);
+        if (addUuid) this.claim(claims, 'uuid', uuid, this.uuids);
+        const after = shape({
+          ...before, ...input.set,
+          ...(addMac ? { macs: [...before.macs, mac] } : {}), ...(addUuid ? { uuid } : {}), updatedAt: this.iso(),
+        });
+        const data = { hostname: after.hostname, ...(addMac ? { mac } : {}), ...(addUuid ? { uuid } : {}), ...event.data };
+        const e = this.eventOp(ctx, { type: event.type, subject: id, data });
+        await this.commit([{ type: 'put', collection: 'machines', key: id, value: after }, e.op]);
+        this.applyChange(before, after);
+        this.emit({ kind: 'updated', machine: after, before, event: e.record });
+        return after;
+      } finally {
+        for (const c of claims) this.reserved.delete(c);
+      }
+    });
   }
 
   /** Moves every machine past its phase deadline to the phase's failed state; returns how many. */
@@ -251,7 +289,7 @@ export class MachineRegistry implements ListSource {
       const now = this.now();
       const due: string[] = [];
       for (const phase of PHASE_STATES) {
-        for (const id of this.states.get(phase) ?? []) if (expire(this.byId.get(id)!, now, this.opts.timeouts)) due.push(id);
+        for (const m of this.states.get(phase) ?? []) if (expire(m, now, this.opts.timeouts)) due.push(m.id);
       }
       let n = 0;
       for (const id of due) {
@@ -299,6 +337,7 @@ export class MachineRegistry implements ListSource {
 
   private async applyTransition(before: Machine, ctx: ActorContext, step: (m: Machine) => ReturnType<typeof transition<Machine>>): Promise<ActResult> {
     const r = step(before);
+    r.machine = shape(r.machine);
     const event = this.eventOp(ctx, { type: r.event.type, ...(r.event.subject !== undefined ? { subject: r.event.subject } : {}), ...(r.event.data ? { data: r.event.data } : {}) });
     await this.commit([{ type: 'put', collection: 'machines', key: before.id, value: r.machine }, event.op]);
     this.applyChange(before, r.machine);
@@ -367,8 +406,8 @@ export class MachineRegistry implements ListSource {
       for (const mac of before.macs) if (this.macs.get(mac) === before.id) this.macs.delete(mac);
       if (this.hostnames.get(before.hostname) === before.id) this.hostnames.delete(before.hostname);
       if (before.uuid !== undefined && this.uuids.get(before.uuid) === before.id) this.uuids.delete(before.uuid);
-      this.states.get(before.state)?.delete(before.id);
-      for (const t of before.tags) this.tagSets.get(t)?.delete(before.id);
+      this.states.get(before.state)?.delete(before);
+      for (const t of before.tags) this.tagSets.get(t)?.delete(before);
     }
     if (after) {
       this.byId.set(after.id, after);
@@ -377,11 +416,11 @@ export class MachineRegistry implements ListSource {
       if (after.uuid !== undefined) this.uuids.set(after.uuid, after.id);
       let s = this.states.get(after.state);
       if (!s) this.states.set(after.state, (s = new Set()));
-      s.add(after.id);
+      s.add(after);
       for (const t of after.tags) {
         let set = this.tagSets.get(t);
         if (!set) this.tagSets.set(t, (set = new Set()));
-        set.add(after.id);
+        set.add(after);
       }
     }
     if (before) {
@@ -405,11 +444,34 @@ export class MachineRegistry implements ListSource {
   }
 }
 
+/** Fields an action or a report adds to a machine record beside the registry's own (see `act`, `amend`). */
+export type ExtraFields = Record<string, unknown>;
+
+/** The registry's own fields, which `set` may not write: they have their own checks, indexes and transitions. */
+const OWN_FIELDS: ReadonlySet<string> = new Set(['id', 'hostname', 'uuid', 'macs', 'state', 'tags', 'createdAt', 'updatedAt',
+  'stateChangedAt', 'stateReason', 'phaseDeadline', 'rescueReturn', 'commissionedAt']);
+
+function checkExtra(set: ExtraFields): void {
+  for (const k of Object.keys(set)) if (OWN_FIELDS.has(k)) throw new TypeError(`machine field ${k} cannot be set as an extra field`);
+}
+
 /** A stored record as the registry holds it: MACs, host name and UUID in lower case, tags an array. */
 function normalize(r: MachineRecord): Machine {
-  const m: Machine = { ...r, macs: Array.isArray(r.macs) ? r.macs.map((x) => x.toLowerCase()) : [], tags: Array.isArray(r.tags) ? r.tags : [] };
-  m.hostname = typeof r.hostname === 'string' ? r.hostname.toLowerCase() : '';
-  if (typeof r.uuid === 'string') m.uuid = r.uuid.toLowerCase();
-  return m;
+  return shape({
+    ...r,
+    hostname: typeof r.hostname === 'string' ? r.hostname.toLowerCase() : '',
+    uuid: typeof r.uuid === 'string' ? r.uuid.toLowerCase() : undefined,
+    macs: Array.isArray(r.macs) ? r.macs.map((x) => x.toLowerCase()) : [],
+    tags: Array.isArray(r.tags) ? r.tags : [],
+  });
+}
+
+/**
+ * Every machine object with the same fields in the same order (absent ones undefined, dropped by JSON): one
+ * V8 hidden class for all, so the list walks read `state`, `tags` and `hostname` monomorphically.
+ */
+function shape(r: Machine): Machine {
+  const { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, ...extra } = r;
+  return { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, ...extra };
 }
 

@@ -101,8 +101,8 @@ t.test('filters, sorts and cursor pages agree with the oracle', async (t) => {
   for (const base of queries) {
     for (const sort of SORT_FIELDS) {
       for (const order of ['asc', 'desc'] as const) {
-        for (const limit of [7, 1000]) {
-          const q = { ...base, sort, order, limit };
+        for (const [limit, path] of [[7, undefined], [1000, undefined], [7, 'walk'], [7, 'index']] as const) {
+          const q: ListQuery = { ...base, sort, order, limit, ...(path ? { path } : {}) };
           const want = oracle(all, q).map((m) => m.id);
           const got: string[] = [];
           let cursor: string | undefined;
