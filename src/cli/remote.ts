@@ -4,7 +4,7 @@
 // authenticated or not allowed, 4 not found, 5 conflict (taken, or a lifecycle transition the state forbids),
 // 6 other refusals (bad input).
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/schema.ts';
 import { MetalboxError } from '../lib/errors.ts';
@@ -14,6 +14,17 @@ import {
 } from './api-client.ts';
 import type { CliIo } from './commands.ts';
 import { rm } from 'node:fs/promises';
+
+/**
+ * `images` and `users` also exist as local commands (the appliance's own store or control socket); they go over
+ * the API when a remote metalbox is named: --url, METALBOX_URL, or a saved login.
+ */
+export function wantsRemote(argv: string[], env: NodeJS.ProcessEnv): boolean {
+  if (argv[0] !== 'images' && argv[0] !== 'users') return false;
+  if (argv.some((a) => a === '--url' || a.startsWith('--url='))) return true;
+  if (env.METALBOX_URL) return true;
+  return existsSync(loginFile(env));
+}
 
 /** Commands that always go over the API. */
 export const REMOTE_COMMANDS = ['login', 'logout', 'machines', 'events', 'tokens', 'leases', 'subnets', 'dns', 'bmcs', 'completion'] as const;
@@ -51,6 +62,10 @@ const OPTIONS = {
   type: { type: 'string' },
   value: { type: 'string' },
   ttl: { type: 'string' },
+  kernel: { type: 'string' },
+  initrd: { type: 'string' },
+  rootfs: { type: 'string' },
+  cmdline: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -64,6 +79,8 @@ metalbox machines events ID | timeline ID
 metalbox events [--follow]                           the live event stream (state changes, leases, BMC actions)
 metalbox tokens list | create --name N [--role R] [--expires-days D] | revoke ID
 metalbox leases list [--subnet CIDR] [--mac M] | subnets list | dns list | bmcs list
+metalbox images list | add NAME --kernel URL --initrd URL [--rootfs URL] [--cmdline ARGS] | remove NAME   (with --url or a login)
+metalbox users list | create NAME --role R [--password-file FILE|-] | delete NAME                      (with --url or a login)
 metalbox completion bash                             a bash completion script (source it, or put it in /etc/bash_completion.d)
   common: --url URL --token TOKEN --fingerprint SHA256 (else METALBOX_URL, METALBOX_TOKEN, METALBOX_FINGERPRINT,
   else the file metalbox login wrote), --json for the API's JSON
@@ -102,6 +119,8 @@ export async function runRemote(argv: string[], env: NodeJS.ProcessEnv, io: CliI
       case 'subnets': return show(await call('GET', '/api/v1/subnets'), v, io, SUBNET_COLUMNS);
       case 'dns': return show(await call('GET', '/api/v1/dns/records'), v, io, DNS_COLUMNS);
       case 'bmcs': return show(await call('GET', '/api/v1/bmcs'), v, io, BMC_COLUMNS);
+      case 'images': return await images(call, verb, rest, v, io);
+      case 'users': return await users(call, verb, rest, v, env, io);
       default: throw new MetalboxError('CLI_USAGE', `unknown command "${command}"`);
     }
   } catch (err) {
@@ -164,6 +183,43 @@ async function machines(call: Call, verb: string | undefined, rest: string[], v:
         return show(await call('POST', `/api/v1/machines/${id()}/actions/${verb}`, v.reason ? { reason: v.reason } : {}), v, io);
       }
       throw new MetalboxError('CLI_USAGE', `machines ${verb}: unknown verb`);
+  }
+}
+
+async function images(call: Call, verb: string | undefined, rest: string[], v: Values, io: CliIo): Promise<number> {
+  switch (verb) {
+    case 'list': case undefined: return show(await call('GET', '/api/v1/images'), v, io, IMAGE_COLUMNS, 'images');
+    case 'remove': return show(await call('DELETE', `/api/v1/images/${encodeURIComponent(need(rest[0], 'the image name'))}`), v, io);
+    case 'add': {
+      // Over the API images come from URLs the appliance downloads (a job); local files: metalbox images add on the box.
+      const body = { name: need(rest[0], 'the image name'), kernel: need(v.kernel, '--kernel URL'), initrd: need(v.initrd, '--initrd URL'), ...(v.rootfs ? { rootfs: v.rootfs } : {}), ...(v.cmdline ? { cmdline: v.cmdline } : {}) };
+      const started = await call('POST', '/api/v1/images', body);
+      if (started.status !== 202) return show(started, v, io);
+      const job = (started.body as { id: string }).id;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 500));
+        const state = await call('GET', `/api/v1/jobs/${encodeURIComponent(job)}`);
+        const b = state.body as { state?: string; error?: { code: string; message: string } };
+        if (state.status !== 200 || (b.state !== 'running' && b.state !== 'queued')) {
+          if (b.error) { io.err(`metalbox: ${b.error.code}: ${b.error.message}\n`); return EXIT.failure; }
+          return show(state, v, io);
+        }
+      }
+    }
+    default: throw new MetalboxError('CLI_USAGE', `images ${verb}: unknown verb`);
+  }
+}
+
+async function users(call: Call, verb: string | undefined, rest: string[], v: Values, env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  switch (verb) {
+    case 'list': case undefined: return show(await call('GET', '/api/v1/users'), v, io, USER_COLUMNS, 'users');
+    case 'delete': return show(await call('DELETE', `/api/v1/users/${encodeURIComponent(need(rest[0], 'the user name'))}`), v, io);
+    case 'create': {
+      const password = v['password-file'] !== undefined ? readSecret(v['password-file']) : env.METALBOX_PASSWORD;
+      if (!password) throw new MetalboxError('CLI_USAGE', 'the new user\'s password: --password-file FILE|- or METALBOX_PASSWORD');
+      return show(await call('POST', '/api/v1/users', { username: need(rest[0], 'the user name'), role: need(v.role, '--role admin|operator|viewer'), password }), v, io);
+    }
+    default: throw new MetalboxError('CLI_USAGE', `users ${verb}: unknown verb`);
   }
 }
 
@@ -290,6 +346,8 @@ const TOKEN_COLUMNS: Column[] = [['ID', (r) => r.id], ['NAME', (r) => r.name], [
 const LEASE_COLUMNS: Column[] = [['IP', (r) => r.ip], ['MAC', (r) => r.mac], ['STATE', (r) => r.state], ['HOSTNAME', (r) => r.hostname], ['SUBNET', (r) => r.subnet], ['EXPIRES', (r) => r.expiresAt]];
 const SUBNET_COLUMNS: Column[] = [['CIDR', (r) => r.cidr], ['GATEWAY', (r) => r.gateway], ['RANGES', (r) => (r.dynamicRanges as string[] | undefined)?.join(',')], ['PROXY', (r) => r.proxyDhcp]];
 const DNS_COLUMNS: Column[] = [['NAME', (r) => r.name], ['TYPE', (r) => r.type], ['VALUE', (r) => r.value], ['TTL', (r) => r.ttl]];
+const IMAGE_COLUMNS: Column[] = [['NAME', (r) => r.name], ['KERNEL', (r) => (r.kernel as { size?: number } | undefined)?.size], ['INITRD', (r) => (r.initrd as { size?: number } | undefined)?.size], ['ROOTFS', (r) => (r.rootfs as { size?: number } | undefined)?.size], ['ADDED', (r) => r.createdAt]];
+const USER_COLUMNS: Column[] = [['NAME', (r) => r.username], ['ROLE', (r) => r.role], ['CREATED', (r) => r.createdAt], ['LAST LOGIN', (r) => r.lastLoginAt]];
 const BMC_COLUMNS: Column[] = [['ID', (r) => r.id], ['MACHINE', (r) => r.machineId], ['DRIVER', (r) => r.driver], ['ADDRESS', (r) => r.address], ['POWER', (r) => r.lastPowerState], ['LAST ERROR', (r) => (r.lastError as { code?: string } | undefined)?.code]];
 
 function fail(res: ApiAnswer, io: CliIo): number {

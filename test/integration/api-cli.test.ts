@@ -97,6 +97,14 @@ t.test('metalbox login, machines, tokens and logout against a running server', {
   const bogus = await mbx(['machines', 'list'], { METALBOX_URL: url, METALBOX_TOKEN: 'mbx_bogus', METALBOX_FINGERPRINT: fingerprint });
   t.equal(bogus.code, 3);
 
+  // images and users go over the API when a login is saved (else they work on the local state dir).
+  const images = await mbx(['images', 'list', '--json']);
+  t.equal(images.code, 0, images.err);
+  t.same((JSON.parse(images.out) as { images: unknown[] }).images, []);
+  const usersAsOperator = await mbx(['users', 'list']);
+  t.equal(usersAsOperator.code, 3, 'managing users needs admin: refused by the API');
+  t.match(usersAsOperator.err, /AUTH_FORBIDDEN/);
+
   // Logout revokes the token on the server.
   t.equal((await mbx(['logout'])).code, 0);
   t.notOk(existsSync(cliFile));
