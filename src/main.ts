@@ -36,7 +36,7 @@ import { ReservationBook } from './core/reservations.ts';
 import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
-import { REMOTE_COMMANDS, REMOTE_USAGE, runRemote } from './cli/remote.ts';
+import { REMOTE_COMMANDS, REMOTE_USAGE, runRemote, wantsRemote } from './cli/remote.ts';
 
 const STOP_TIMEOUT_MS = 10_000;
 /** The appliance's config (image/, systemd/): API commands on the box find its HTTPS port and certificate there. */
@@ -78,7 +78,7 @@ environment: METALBOX_STATE_DIR (state dir when the config names none; default .
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errTty: process.stderr.isTTY === true };
   // API commands (machines, events, tokens, login, ...) have their own flags and talk HTTPS to a metalbox.
-  if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
+  if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '') || wantsRemote(argv, env)) {
     const ds = resolve(env.METALBOX_STATE_DIR || '.metalbox');
     const loadLocal = (file?: string): Config | undefined => {
       try {
