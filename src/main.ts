@@ -77,6 +77,8 @@ environment: METALBOX_STATE_DIR (state dir when the config names none; default .
 
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errTty: process.stderr.isTTY === true };
+  // The agent (runs in the ephemeral environment, issue 7): its own flags, its module loaded only here.
+  if (argv[0] === 'agent') return (await import('./agent/index.ts')).runAgent(argv.slice(1), env, io);
   // API commands (machines, events, tokens, login, ...) have their own flags and talk HTTPS to a metalbox.
   if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '') || wantsRemote(argv, env)) {
     const ds = resolve(env.METALBOX_STATE_DIR || '.metalbox');

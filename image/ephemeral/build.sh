@@ -31,6 +31,9 @@ Builds vmlinuz + initrd.img (cached in the cache dir) and, with OUTDIR, copies t
   --kernel-package PKG  meta package whose linux-image-* dependency is the kernel (default: linux-image-amd64)
   --modules "M ..."     kernel modules to carry, with their dependencies, loaded in this order at boot
                         (default: $DEFAULT_MODULES)
+  --agent               the agent: agent-hook.sh as the hook (it fetches metalbox from the appliance and runs
+                        "metalbox agent") and the C runtime that binary needs (the shared libraries of the node
+                        binary it is made from: \$METALBOX_NODE, else node in PATH)
   --hook FILE           a program /init runs after the network check, before power-off; its environment
                         has every metalbox.NAME=VALUE of the kernel command line as METALBOX_NAME (URL, TOKEN,
                         MODE, ...) and what /init found: METALBOX_MAC, METALBOX_IF, METALBOX_IP
@@ -44,13 +47,16 @@ Environment: SOURCE_DATE_EPOCH sets the mtimes in the initramfs (default: 170406
 EOF
 }
 
-DEFAULT_MODULES="e1000 e1000e virtio_net virtio_pci virtio_blk ata_piix sd_mod"
+# ext4 for the agent, which mounts a deployed root to write its cloud-init seed, with crc32c_generic: ext4's
+# metadata checksums need crc32c, a soft dependency that modprobe --show-depends does not follow.
+DEFAULT_MODULES="e1000 e1000e virtio_net virtio_pci virtio_blk ata_piix sd_mod ahci nvme virtio_scsi ext4 crc32c_generic"
 MIRROR=""
 SUITE="bookworm"
 KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 KERNEL_META="linux-image-amd64"
 MODULES="$DEFAULT_MODULES"
 HOOK=""
+AGENT=0
 ADDS=()
 CACHE="$REPO/.cache/ephemeral"
 USE_CACHE=1
@@ -69,6 +75,7 @@ while [ $# -gt 0 ]; do
     --kernel-package) KERNEL_META="${2:?--kernel-package needs a name}"; shift 2 ;;
     --modules) MODULES="${2:?--modules needs a list}"; shift 2 ;;
     --hook) HOOK="${2:?--hook needs a file}"; shift 2 ;;
+    --agent) AGENT=1; shift ;;
     --add) ADDS+=("${2:?--add needs SRC:DEST}"); shift 2 ;;
     --cache) CACHE="${2:?--cache needs a directory}"; shift 2 ;;
     --no-cache) USE_CACHE=0; shift ;;
@@ -80,6 +87,19 @@ while [ $# -gt 0 ]; do
 done
 
 [[ "$EPOCH" =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be a number of seconds"
+if [ "$AGENT" = 1 ]; then
+  [ -z "$HOOK" ] || die "--agent brings its own hook: not with --hook"
+  HOOK="$HERE/agent-hook.sh"
+  # The agent is metalbox's single binary: a copy of this node with the bundle injected, dynamically linked
+  # against glibc and libstdc++, which a busybox-static initramfs lacks. Carried at the paths ldd names
+  # (the dynamic loader's default search path needs no ld.so.cache).
+  NODE_BIN="${METALBOX_NODE:-$(command -v node || true)}"
+  if [ -z "$NODE_BIN" ] || [ ! -x "$NODE_BIN" ]; then die "--agent: no node binary (set METALBOX_NODE)"; fi
+  command -v ldd >/dev/null || die "ldd is missing (package libc-bin)"
+  while read -r lib; do
+    ADDS+=("$(readlink -f "$lib"):$lib")
+  done < <(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+fi
 [ -z "$HOOK" ] || [ -f "$HOOK" ] || die "--hook $HOOK: no such file"
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do
   src="${a%%:*}"; dest="${a#*:}"

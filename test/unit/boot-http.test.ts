@@ -131,24 +131,31 @@ t.test('tokens: stored hashed, durable before the answer, verifiable, expire, pr
 t.test('known machines: the plan follows the state; identity by MAC, UUID or BOOTIF', async (t) => {
   const f = await fixture(t);
   const uuid = '8b3c6a52-2f0e-4c7b-9d55-0a1b2c3d4e5f';
-  await f.store.machines.put('m-7', machine('deployed', { uuid }));
+  await f.store.machines.put('m-7', machine('Deployed', { uuid }));
   const deployed = (await f.app.inject('/boot/52-54-00-77-00-10.ipxe')).body;
-  t.equal(deployed, '#!ipxe\necho metalbox: machine m-7 is deployed: local-disk\nexit\n');
+  t.equal(deployed, '#!ipxe\necho metalbox: machine m-7 is Deployed: local-disk\niseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n',
+    'the local disk: sanboot drive 0x80 under BIOS, exit to the boot manager under UEFI');
   t.equal(await f.store.tokens.count(), 0, 'no token for a local-disk boot');
+  await f.store.machines.put('m-7', machine('Deploying', { uuid, deployment: { image: 'x', writtenAt: new Date().toISOString() } }));
+  t.match((await f.app.inject('/boot/52-54-00-77-00-10.ipxe')).body, /image is written: booting it from local disk\n.*sanboot/s, 'an image written: its disk');
 
-  await f.store.machines.put('m-7', machine('new', { uuid }));
+  await f.store.machines.put('m-7', machine('Commissioning', { uuid }));
   const byUuid = (await f.app.inject(`/boot/ipxe?uuid=${uuid.toUpperCase()}`)).body;
   t.match(byUuid, /metalbox\.mode=commission/);
   t.match(byUuid, `metalbox.mac=${MAC}`, 'the machine\'s MAC when asked by UUID');
   t.match(byUuid, `metalbox.uuid=${uuid}`);
   t.match(await verifyBootToken(f.store, tokenOf(byUuid)), { machineId: 'm-7', purpose: 'commission', uuid });
 
-  await f.store.machines.put('m-7', machine('rescue'));
+  await f.store.machines.put('m-7', machine('Rescue'));
   t.match((await f.app.inject('/boot/ipxe?bootif=01-52-54-00-77-00-10')).body, /metalbox\.mode=rescue/);
-  await f.store.machines.put('m-7', machine('deploying'));
+  await f.store.machines.put('m-7', machine('Deploying'));
   t.match((await f.app.inject('/boot/ipxe?mac=52-54-00-77-00-10&bootif=01-52-54-00-77-00-10')).body, /metalbox\.mode=deploy/);
-  await f.store.machines.put('m-7', machine('some-future-state'));
-  t.match((await f.app.inject('/boot/ipxe?mac=52:54:00:77:00:10')).body, /no network boot/);
+  await f.store.machines.put('m-7', machine('Releasing'));
+  t.match((await f.app.inject('/boot/ipxe?mac=52:54:00:77:00:10')).body, /metalbox\.mode=release/);
+  for (const state of ['some-future-state', 'deploying']) {
+    await f.store.machines.put('m-7', machine(state));
+    t.match((await f.app.inject('/boot/ipxe?mac=52:54:00:77:00:10')).body, /no network boot/, state);
+  }
 
   // An unknown UUID alone still enlists (no MAC known: none on the command line).
   const unknown = (await f.app.inject('/boot/ipxe?uuid=00000000-0000-0000-0000-000000000001')).body;

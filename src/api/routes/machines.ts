@@ -122,6 +122,8 @@ const MACHINE_PROPS = {
   phaseDeadline: Type.Optional(Type.String({ description: 'Commissioning, Deploying, Releasing: when the phase times out' })),
   rescueReturn: Type.Optional(Type.String({ description: 'Rescue: the state exit-rescue returns to' })),
   commissionedAt: Type.Optional(Iso),
+  inventory: Type.Optional(Type.Unknown({ description: 'hardware facts the agent reported (cpu, memoryBytes, firmware, dmi, disks, nics, bmc, reportedAt)' })),
+  deployment: Type.Optional(Type.Unknown({ description: 'the last deploy request (image, disk, sshKeys, requestedAt) and its progress (writtenAt, phonedHomeAt, hostKeys)' })),
   actions: Type.Array(Type.String(), { description: 'operator actions legal in this state' }),
 };
 export const MachineSchema = Type.Object(MACHINE_PROPS);
@@ -180,7 +182,20 @@ const CreateBody = Type.Object({
 }, { additionalProperties: false });
 
 const UpdateBody = Type.Object({ hostname: Type.Optional(Hostname), tags: Type.Optional(Tags) }, { additionalProperties: false, minProperties: 1 });
-const ActionBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: MAX_REASON_LENGTH })) }, { additionalProperties: false });
+const Reason = Type.Optional(Type.String({ maxLength: MAX_REASON_LENGTH }));
+const ActionBody = Type.Object({ reason: Reason }, { additionalProperties: false });
+/** deploy: what to write (the agent API hands it to the machine; src/services/boot-http/agent-routes.ts). */
+const DeployBody = Type.Object({
+  reason: Reason,
+  image: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'a registered image whose rootfs is the disk image; default the setting deploy.defaultImage' })),
+  disk: Type.Optional(Type.String({ maxLength: 128, pattern: '^(auto|/dev/[A-Za-z0-9/_.:-]+|[A-Za-z0-9_.:-]+)$', description: "'auto' (default: the first non-removable disk), a device path, or a disk serial" })),
+  sshKeys: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 8192, pattern: '^[^\\r\\n]+$' }), { maxItems: 64, description: 'authorized_keys lines for the default user' })),
+}, { additionalProperties: false });
+/** release: how to clean the disks. */
+const ReleaseBody = Type.Object({
+  reason: Reason,
+  erase: Type.Optional(Type.Enum(['none', 'quick', 'full'], { description: 'quick (default): partition tables and signatures; full: every byte' })),
+}, { additionalProperties: false });
 const EffectSchema = Type.Object({
   kind: Type.String(), script: Type.Optional(Type.String()), device: Type.Optional(Type.String()), persistent: Type.Optional(Type.Boolean()),
   action: Type.Optional(Type.String()), ms: Type.Optional(Type.Integer()),
@@ -259,6 +274,24 @@ export function machineRoutes(deps: MachinesApiDeps): FastifyPluginAsync {
   };
 
   const rowCache = new RowCache();
+
+  /** What deploy and release store on the machine with the transition (a new request replaces the last one whole). */
+  const actionFields = async (action: string, body: Static<typeof DeployBody> & Static<typeof ReleaseBody>, actor: string): Promise<Record<string, unknown> | undefined> => {
+    const requestedAt = new Date().toISOString();
+    if (action === 'release') return { release: { erase: body.erase ?? 'quick', requestedAt } };
+    if (action !== 'deploy') return undefined;
+    if (body.image !== undefined) {
+      const image = await deps.store.images.get(body.image);
+      const files = (image as { files?: { rootfs?: unknown } } | undefined)?.files;
+      if (!image) throw new MetalboxError('IMAGE_INVALID', `no image "${body.image}" is registered (metalbox images add ${body.image} ... --rootfs DISK_IMAGE)`);
+      if (!files?.rootfs) throw new MetalboxError('IMAGE_INVALID', `image "${body.image}" has no disk image to deploy (its rootfs file)`);
+    }
+    return {
+      deployment: {
+        ...(body.image !== undefined ? { image: body.image } : {}), disk: body.disk ?? 'auto', sshKeys: body.sshKeys ?? [], requestedAt, requestedBy: actor,
+      },
+    };
+  };
 
   return async (fastify) => {
     fastify.setValidatorCompiler(validatorCompiler);
@@ -356,9 +389,11 @@ export function machineRoutes(deps: MachinesApiDeps): FastifyPluginAsync {
     for (const action of USER_ACTIONS) {
       app.post(`/api/v1/machines/:id/actions/${action}`, {
         config: { access: 'operator' },
-        schema: { params: MachineParams, body: ActionBody, response: { 200: ActionResponse, ...errors } },
+        schema: { params: MachineParams, body: action === 'deploy' ? DeployBody : action === 'release' ? ReleaseBody : ActionBody, response: { 200: ActionResponse, ...errors } },
       }, async (req) => {
-        const r = await registry.act(req.params.id, action, { ...actorOf(req), ...(req.body.reason !== undefined ? { reason: req.body.reason } : {}) });
+        const ctx = actorOf(req);
+        const set = await actionFields(action, req.body as Static<typeof DeployBody> & Static<typeof ReleaseBody>, ctx.actor);
+        const r = await registry.act(req.params.id, action, { ...ctx, ...(req.body.reason !== undefined ? { reason: req.body.reason } : {}), ...(set ? { set } : {}) });
         return { machine: fullView(r.machine), effects: r.effects, event: r.event.id };
       });
     }

@@ -6,6 +6,7 @@
 //   GET       /boot/AA-BB-CC-DD-EE-FF.ipxe         the same, by MAC (the URL DHCP hands to iPXE)
 //   GET|HEAD  /boot/undionly.kpxe|ipxe.efi|snponly.efi   the iPXE binaries from boot.ipxeDir
 //   GET|HEAD  /boot/assets/IMAGE/kernel|initrd|rootfs     boot image files from the asset store
+//   /boot/agent/...                                  the agent API (agent-routes.ts), when given `agent` deps
 //
 // Nothing outside the asset store and the three iPXE binaries is reachable: no request path is ever joined
 // to a directory. An image name selects a store record, whose sha-256 names the blob; a binary name must be
@@ -24,6 +25,7 @@ import type { MachineRecord, Store } from '../../store/types.ts';
 import { IMAGE_FILES, IPXE_BINARIES, IpxeBinaries, type AssetStore, type ImageFileRole } from '../../store/assets.ts';
 import { DEFAULT_READ_CHUNK, sendFile, type BodyMode, type SendOutcome } from './http-file.ts';
 import { chainScript, kernelScript, localDiskScript, problemScript } from './script.ts';
+import { agentRoutes, type AgentDeps } from './agent-routes.ts';
 
 export interface BootHttpDeps {
   store: Store;
@@ -38,6 +40,8 @@ export interface BootHttpDeps {
   readChunkBytes?: number;
   body?: BodyMode;
   now?: () => number;
+  /** The agent API under /boot/agent/ (agent-routes.ts): registered when given. */
+  agent?: AgentDeps;
 }
 
 /** The setting that names the ephemeral image, read on every script request (no restart needed). */
@@ -154,6 +158,13 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
         }, (o) => record(req, undefined, o, { image: name }));
       },
     });
+
+    if (deps.agent) {
+      await fastify.register(agentRoutes({
+        store: deps.store, events: deps.events, assets: deps.assets, logger: deps.logger, tokenTtlMs: deps.tokenTtlMs, now,
+        readChunk, body, serverUrl, record,
+      }, deps.agent));
+    }
 
     async function script(req: FastifyRequest, reply: FastifyReply, id: Identity): Promise<FastifyReply> {
       const baseUrl = serverUrl(req);

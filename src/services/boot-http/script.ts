@@ -9,7 +9,7 @@
 //   metalbox.token=TOKEN               per-boot token (43 chars base64url), for the agent API
 //   metalbox.mac=aa:bb:cc:dd:ee:ff     the MAC the machine booted from (when known)
 //   metalbox.uuid=UUID                 its SMBIOS UUID (when the request named it)
-//   metalbox.mode=enlist|commission|deploy|rescue
+//   metalbox.mode=enlist|commission|deploy|release|rescue
 //   metalbox.image=NAME                the boot image
 //   metalbox.rootfs=URL                the image's root filesystem, when it has one
 //   console=tty0 console=ttyS0,115200n8
@@ -72,9 +72,24 @@ export function kernelScript(b: KernelBoot): string {
   ].join('\n');
 }
 
-/** Hands the machine back to its firmware, which boots the next device (the local disk). */
+/**
+ * Boots the local disk.
+ * - BIOS: `sanboot --no-describe --drive 0x80` boots the first hard disk's MBR through INT 13h (iPXE docs,
+ *   https://ipxe.org/cmd/sanboot, "Boot from local drive 0x80"; --no-describe: no iBFT, there is no SAN). Not
+ *   `exit`: iPXE loaded from a NIC option ROM or chained from PXE returns to the BIOS, and many BIOSes then stop
+ *   or boot the network again instead of trying the disk (QUIRK(firmware)).
+ * - UEFI: drive 0x80 is a BIOS INT 13h number, which iPXE's EFI build cannot boot; `exit` returns to the boot
+ *   manager, which tries the next boot option (UEFI 2.x §3.1.1), the disk.
+ * If sanboot fails (no bootable disk), `exit` hands back to the firmware all the same.
+ */
 export function localDiskScript(plan: BootPlan): string {
-  return ['#!ipxe', `echo metalbox: ${ipxeText(plan.reason)}`, 'exit', ''].join('\n');
+  return [
+    '#!ipxe',
+    `echo metalbox: ${ipxeText(plan.reason)}`,
+    'iseq ${platform} efi && exit ||',
+    'sanboot --no-describe --drive 0x80 || exit',
+    '',
+  ].join('\n');
 }
 
 /**
