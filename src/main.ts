@@ -22,6 +22,7 @@ import { EventLog } from './core/events.ts';
 import { HttpService } from './services/http.ts';
 import { loadTls } from './services/tls-files.ts';
 import { MachineRegistry } from './core/machines.ts';
+import { LifecycleRunner } from './services/lifecycle-runner.ts';
 import type { MachinePowerControl } from './api/routes/machines.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
@@ -208,6 +209,10 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     boot: {
       store, events, assets, ipxe: new IpxeBinaries(config.boot.ipxeDir), logger: logger.child({ svc: 'boot-http' }),
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
+      agent: {
+        registry,
+        enrollBmc: async (machineId, b, actor) => { await bmc.add({ driver: 'ipmi', address: b.address, username: b.username, password: b.password, machineId }, actor); },
+      },
     },
     machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: machinePower(bmc) },
     resources: {
@@ -222,7 +227,8 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     new ControlService(join(config.stateDir, 'control.sock'), controlHandlers({ store, config, status: () => ({ ...runner.status(), ...webStatus() }), version: VERSION, assets, bmc, auth }), logger.child({ svc: 'control' })),
     web,
   );
-  services.push(bmc, registry);
+  // The runner carries out lifecycle effects through the BMC service: it starts after it and stops before it.
+  services.push(bmc, registry, new LifecycleRunner({ registry, events, logger: logger.child({ svc: 'lifecycle' }), power: bmc }));
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');

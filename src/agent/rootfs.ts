@@ -1,9 +1,10 @@
 // Finding the deployed image's root file system, mounting it, and writing the cloud-init seed into it.
 //
 // On a real disk the kernel is asked to re-read the partition table (BLKRRPART via `blockdev --rereadpt`) and
-// devtmpfs then has /dev/vda2, /dev/nvme0n1p2, ...; a regular file standing in for a disk (tests) is reached
-// through a loop device at the partition's offset. Mounting needs the file system's module in the ephemeral
-// kernel (ext4: ext4, jbd2, mbcache, crc16, crc32c_generic).
+// devtmpfs then has /dev/vda2, /dev/nvme0n1p2, ...; a regular file standing in for a disk (tests), or a disk
+// whose partitions the kernel does not show (a kernel without the GPT/MBR parsers), is reached through a loop
+// device at the partition's offset. Mounting needs the file system's module in the ephemeral kernel (ext4:
+// ext4, jbd2, mbcache, crc16, crc32c_generic), the fallback the loop module.
 
 import { mkdir, open, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -140,10 +141,21 @@ async function openPartition(dev: BlockDevice, c: RootCandidate, w: SeedWriter):
     if (node !== undefined) return { device: node, release: async () => undefined };
     w.log(`the kernel shows no node for partition ${c.number} of ${dev.path}; using a loop device`);
   }
-  // util-linux losetup (the tests' hosts); the kernel's loop driver is needed.
-  const r = await w.run('losetup', ['--find', '--show', '--offset', String(c.offset), '--sizelimit', String(c.size), dev.path]);
-  const loop = r.stdout.trim();
-  if (r.code !== 0 || !loop.startsWith('/dev/')) throw new AgentError('AGENT_SEED_FAILED', `losetup ${dev.path} at ${c.offset}: ${firstLine(r)}`);
+  // The loop driver at the partition's offset. `losetup -f` then `losetup -o OFS DEV FILE`: the syntax busybox
+  // 1.35 and util-linux share (busybox has no --show or --sizelimit; the file system knows its own size).
+  if (w.loadModules) await w.run('modprobe', ['loop']);
+  let loop = '';
+  let failure = '';
+  for (let attempt = 0; attempt < 3 && loop === ''; attempt++) {
+    const free = await w.run('losetup', ['-f']);
+    const candidate = free.stdout.trim();
+    if (free.code !== 0 || !candidate.startsWith('/dev/')) { failure = firstLine(free); break; }
+    // Another process may take the same free device between the two calls: try the next one.
+    const r = await w.run('losetup', ['-o', String(c.offset), candidate, dev.path]);
+    if (r.code === 0) loop = candidate;
+    else failure = firstLine(r);
+  }
+  if (loop === '') throw new AgentError('AGENT_SEED_FAILED', `no loop device for ${dev.path} at ${c.offset}: ${failure}`);
   return {
     device: loop,
     release: async () => {

@@ -51,7 +51,7 @@ t.test('serve: healthz, readyz, version, metrics; control socket; graceful stop'
   t.same(await getJson(`${base}/healthz`), { status: 200, body: { status: 'ok' } });
   const ready = await getJson(`${base}/readyz`);
   t.equal(ready.status, 200);
-  t.same((ready.body as { services: unknown }).services, { control: 'running', http: 'running', bmc: 'running', machines: 'running' });
+  t.same((ready.body as { services: unknown }).services, { control: 'running', http: 'running', bmc: 'running', machines: 'running', lifecycle: 'running' });
   // Plain HTTP serves only firmware and scrapers: anything else is redirected to the same path over HTTPS.
   const redirect = await fetch(`${base}/api/v1/version?x=1`, { redirect: 'manual' });
   t.equal(redirect.status, 308);

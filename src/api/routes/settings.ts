@@ -18,6 +18,7 @@ import { MetalboxError } from '../../lib/errors.ts';
 import { IMAGE_NAME } from '../../store/assets.ts';
 import type { SettingValue } from '../../store/types.ts';
 import { EPHEMERAL_IMAGE_SETTING } from '../../services/boot-http/routes.ts';
+import { DEFAULT_DEPLOY_IMAGE_SETTING } from '../../services/boot-http/agent-routes.ts';
 import { ErrorSchema } from '../schemas.ts';
 import { actorOf, validatorCompiler } from './machines.ts';
 import type { ResourcesApiDeps } from './resources.ts';
@@ -37,6 +38,7 @@ const OWNED: readonly { test: (key: string) => boolean; why: string }[] = [
 /** Settings metalbox reads, with what their value must be (null removes nothing: use DELETE). */
 const KNOWN_SETTINGS: Record<string, { check: (v: SettingValue) => boolean; what: string }> = {
   [EPHEMERAL_IMAGE_SETTING]: { check: (v) => typeof v === 'string' && IMAGE_NAME.test(v), what: 'the name of a boot image (1-63 of a-z 0-9 . _ -): what enlisting, commissioning and rescued machines boot' },
+  [DEFAULT_DEPLOY_IMAGE_SETTING]: { check: (v) => typeof v === 'string' && IMAGE_NAME.test(v), what: 'the image a deploy request without {image} writes (a registered image whose rootfs is a disk image)' },
 };
 
 const KeyParams = Type.Object({ key: Type.String({ pattern: SETTING_KEY_PATTERN, maxLength: MAX_KEY, description: 'dotted words, e.g. site.name' }) }, { additionalProperties: false });

@@ -214,6 +214,23 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
 
   const event = (type: string, subject: string, data: Record<string, unknown>): NewEvent => ({ type, actor: ACTOR, subject, data });
 
+  /**
+   * Has the phase this boot was for already ended well, since the boot began? Then a `done ok` repeats what is
+   * known (commissioning ends with the inventory, an agent may retry a report whose answer it lost): 204.
+   */
+  const succeeded = (t: BootTokenRecord, m: Machine): boolean => {
+    const since = Date.parse(t.createdAt);
+    const after = (iso: unknown) => typeof iso === 'string' && Date.parse(iso) >= since;
+    const d = m.deployment as DeploymentRecord | undefined;
+    switch (t.purpose) {
+      case 'commission': return after(m.commissionedAt);
+      case 'deploy': return after(d?.writtenAt) || (m.state === 'Deployed' && after(m.stateChangedAt));
+      // Releasing reaches Ready only by release-done.
+      case 'release': return m.state === 'Ready' && after(m.stateChangedAt);
+      default: return false;
+    }
+  };
+
   return async (fastify: FastifyInstance) => {
     const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
@@ -394,7 +411,7 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
       if (body.error) facts.error = { code: body.error.code, message: body.error.message.slice(0, 500) };
       if (body.bmc) facts.bmc = { address: body.bmc.address, username: body.bmc.username }; // never the password
 
-      if (machine && (body.mode === 'commission' || body.mode === 'deploy' || body.mode === 'release')) {
+      if (machine && (body.mode === 'commission' || body.mode === 'deploy' || body.mode === 'release') && !(body.ok && succeeded(token, machine))) {
         const phase = phaseOf(token, machine);
         if (!body.ok) {
           const why = body.error ? `${body.error.code}: ${body.error.message}` : `the agent reported ${body.mode} failed`;
