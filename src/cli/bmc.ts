@@ -7,7 +7,6 @@
 // standard input, prompted without echo on a terminal), from METALBOX_BMC_PASSWORD, or from a prompt when
 // `add` needs one and standard input is a terminal.
 import { readFile, stat } from 'node:fs/promises';
-import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.ts';
 import { MetalboxError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
@@ -21,6 +20,7 @@ import { secretKeyPath } from '../bmc/secrets.ts';
 import { POWER_ACTIONS, type BootDeviceRequest, type PowerAction } from '../bmc/types.ts';
 import type { ProbeResult } from '../bmc/drivers.ts';
 import type { CliIo } from './commands.ts';
+import { cliActor, readHidden } from './terminal.ts';
 
 /** parseArgs options of `metalbox bmc` (main spreads them into its own). */
 export const BMC_OPTIONS = {
@@ -344,33 +344,7 @@ function stripNewline(s: string): string {
 
 /** Reads a line from the terminal without echo; undefined when standard input is not a terminal. */
 async function promptPassword(io: CliIo, prompt: string): Promise<string | undefined> {
-  const stdin = process.stdin;
-  if (!stdin.isTTY) return undefined;
-  io.err(prompt);
-  stdin.setRawMode(true);
-  stdin.resume();
-  stdin.setEncoding('utf8');
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      let line = '';
-      const onData = (chunk: string) => {
-        for (const ch of chunk) {
-          if (ch === '\r' || ch === '\n' || ch === '\u0004') { stdin.off('data', onData); io.err('\n'); resolve(line); return; }
-          if (ch === '\u0003') { stdin.off('data', onData); io.err('\n'); reject(new MetalboxError('CLI_USAGE', 'cancelled')); return; }
-          if (ch === '\u007f' || ch === '\b') line = line.slice(0, -1);
-          else line += ch;
-        }
-      };
-      stdin.on('data', onData);
-    });
-  } finally {
-    stdin.setRawMode(false);
-    stdin.pause();
-  }
-}
-
-function cliActor(): string {
-  try { return `cli:${userInfo().username}`; } catch { return `cli:uid${process.getuid?.() ?? '?'}`; }
+  return process.stdin.isTTY ? readHidden(io, prompt) : undefined;
 }
 
 function usage(why: string): MetalboxError {

@@ -6,7 +6,6 @@
 // Passwords never come from argv (every user sees it in ps and /proc): from --password-file FILE (`-` is
 // standard input), from METALBOX_PASSWORD, or from a prompt (typed twice, no echo) on a terminal.
 import { readFile, stat } from 'node:fs/promises';
-import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.ts';
 import { MetalboxError } from '../lib/errors.ts';
 import type { Store } from '../store/types.ts';
@@ -15,6 +14,7 @@ import { createAuthCore, type AuthCore } from '../core/auth.ts';
 import { auditAs, checkPassword, checkRole, checkUsername, type Role, type UserView } from '../core/users.ts';
 import { callControl, type ControlHandler } from '../services/control.ts';
 import type { CliIo } from './commands.ts';
+import { cliActor, readHidden } from './terminal.ts';
 
 /** parseArgs options of `metalbox users` besides --password-file, which BMC_OPTIONS already declares. */
 export const USER_OPTIONS = {
@@ -180,34 +180,7 @@ function stripNewline(s: string): string {
 }
 
 /** Reads a line from the terminal without echo. */
-async function prompt(io: CliIo, text: string): Promise<string> {
-  const stdin = process.stdin;
-  io.err(text);
-  stdin.setRawMode(true);
-  stdin.resume();
-  stdin.setEncoding('utf8');
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      let line = '';
-      const onData = (chunk: string) => {
-        for (const ch of chunk) {
-          if (ch === '\r' || ch === '\n' || ch === '\u0004') { stdin.off('data', onData); io.err('\n'); resolve(line); return; }
-          if (ch === '\u0003') { stdin.off('data', onData); io.err('\n'); reject(new MetalboxError('CLI_USAGE', 'cancelled')); return; }
-          if (ch === '\u007f' || ch === '\b') line = line.slice(0, -1);
-          else line += ch;
-        }
-      };
-      stdin.on('data', onData);
-    });
-  } finally {
-    stdin.setRawMode(false);
-    stdin.pause();
-  }
-}
-
-function cliActor(): string {
-  try { return `cli:${userInfo().username}`; } catch { return `cli:uid${process.getuid?.() ?? '?'}`; }
-}
+const prompt = readHidden;
 
 function usage(why: string): MetalboxError {
   return new MetalboxError('CLI_USAGE', `${why}\n${USERS_USAGE}`);
