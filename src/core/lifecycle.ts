@@ -116,7 +116,9 @@ export const TRANSITIONS: readonly TransitionRule[] = [
   { from: ['Commissioning'], action: 'abort', to: 'New', effects: [OFF], note: 'facts may be partial: commission again before deploying' },
   { from: ['Ready'], action: 'allocate', to: 'Allocated', effects: [], note: 'reserved for a user, nothing is touched' },
   { from: ['Ready', 'Allocated', 'FailedDeployment'], action: 'deploy', to: 'Deploying', effects: BOOT_EPHEMERAL, note: 'write the OS image from the ephemeral environment (Ready is allocated implicitly)' },
-  { from: ['Deploying'], action: 'deploy-done', to: 'Deployed', effects: [DISK, CYCLE], note: 'boot the installed system from now on' },
+  // deploy-done is the installed system's own report (cloud-init phone home): it already runs from its disk, so the
+  // disk becomes the boot device for every later boot and the power is left alone.
+  { from: ['Deploying'], action: 'deploy-done', to: 'Deployed', effects: [DISK], note: 'boot the installed system from now on' },
   { from: ['Deploying'], action: 'deploy-failed', to: 'FailedDeployment', effects: [OFF], note: 'the agent reported a failure' },
   { from: ['Deploying'], action: 'timeout', to: 'FailedDeployment', effects: [OFF], note: 'no report within the phase timeout' },
   { from: ['Deploying'], action: 'abort', to: 'Allocated', effects: [OFF], note: 'still reserved; deploy or release it' },

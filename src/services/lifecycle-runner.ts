@@ -10,8 +10,6 @@
 // - `bootScript`: the boot service reads the machine's state on every script request; nothing to push.
 // - `timeout`: the registry's sweeper expires phases (the deadline is on the record).
 // - power of a machine without a BMC: one event says the effects were skipped (power it by hand).
-// - the power cycle of 'deploy-done' when the installed system itself reported it (phone-home, actor
-//   'phone-home'): it is up and running from its disk; the persistent disk boot device is still set.
 //
 // Also: a machine registered by its BMC alone (POST /api/v1/machines with bmc and no MAC) is booted from the
 // network once (boot device pxe for the next boot, power on) so that it enlists; the enlisting boot is linked to
@@ -49,8 +47,6 @@ export interface LifecycleRunnerDeps {
 }
 
 export const RUNNER_ACTOR = 'lifecycle';
-/** The actor of 'deploy-done' when the installed system phoned home (agent-routes.ts). */
-export const PHONE_HOME_ACTOR = 'phone-home';
 
 /** A phase's '<phase>-failed' action, from the transition table: the system action (not the timeout) into PHASE_FAILED. */
 export const FAILED_ACTION: Readonly<Record<PhaseState, Action>> = Object.fromEntries(
@@ -98,7 +94,7 @@ export class LifecycleRunner implements Service {
   private onChange(change: MachineChange): void {
     if (change.kind === 'state') {
       const { machine, from, to, action, effects } = change;
-      this.enqueue({ machineId: machine.id, run: () => this.perform(machine, from, to, action, effects, change.event.actor) });
+      this.enqueue({ machineId: machine.id, run: () => this.perform(machine, from, to, action, effects) });
     } else if (change.kind === 'created' && change.machine.macs.length === 0) {
       const { machine } = change;
       this.enqueue({ machineId: machine.id, run: () => this.enlist(machine) });
@@ -115,7 +111,7 @@ export class LifecycleRunner implements Service {
   }
 
   /** The effects of one transition, in order. */
-  private async perform(machine: Machine, from: State, to: State, action: Action, effects: Effect[], actor: string): Promise<void> {
+  private async perform(machine: Machine, from: State, to: State, action: Action, effects: Effect[]): Promise<void> {
     const id = machine.id;
     const work = effects.filter((e) => e.kind === 'bootDevice' || e.kind === 'power');
     if (work.length === 0) return;
@@ -137,10 +133,6 @@ export class LifecycleRunner implements Service {
     for (const [i, effect] of work.entries()) {
       if (this.abort.signal.aborted) return;
       if (i > 0 && (await superseded(work.slice(i)))) return;
-      if (effect.kind === 'power' && action === 'deploy-done' && actor === PHONE_HOME_ACTOR) {
-        await this.record(id, { ...base, effect: describe(effect), result: 'skipped', message: 'the installed system is running (it phoned home)' });
-        continue;
-      }
       const outcome = await this.apply(id, effect);
       await this.record(id, { ...base, ...outcome });
       if (outcome.result === 'failed') {

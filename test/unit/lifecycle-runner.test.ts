@@ -157,12 +157,12 @@ t.test('deploy-done from the phone-home: the disk becomes the boot device, the r
   await f.registry.act(m.id, 'deploy-done', { actor: 'phone-home' });
   const ev = await f.effects();
   t.same(f.bmc.calls, [`${m.id} bootdev disk persistent by lifecycle`]);
-  t.match(ev.slice(-2), [
+  t.match(ev.slice(-1), [
     { data: { action: 'deploy-done', effect: 'bootdev disk (persistent)', result: 'done' } },
-    { data: { action: 'deploy-done', effect: 'power cycle', result: 'skipped', message: /phoned home/ } },
   ]);
+  t.notOk(ev.some((e) => (e.data as { effect?: string } | undefined)?.effect === 'power cycle' && (e.data as { action?: string }).action === 'deploy-done'), 'no power effect at all');
 
-  // The same transition by anyone else (an operator's tooling, a future agent) power cycles into the disk.
+  // Whoever applies it: the table itself never power cycles a machine that reports itself deployed.
   const g = await fixture(t);
   const n = await g.registry.create({ mac: MAC }, ctx);
   g.bmc.machines.add(n.id);
@@ -171,7 +171,7 @@ t.test('deploy-done from the phone-home: the disk becomes the boot device, the r
   g.bmc.calls = [];
   await g.registry.act(n.id, 'deploy-done', { actor: 'agent' });
   await g.runner.idle();
-  t.same(g.bmc.calls, [`${n.id} bootdev disk persistent by lifecycle`, `${n.id} power cycle by lifecycle`]);
+  t.same(g.bmc.calls, [`${n.id} bootdev disk persistent by lifecycle`]);
 });
 
 t.test('registered by its BMC alone: next boot pxe, power on, marked as enlisting; a machine with a MAC is left alone', async (t) => {
