@@ -30,6 +30,12 @@ const MAX_GROUP_OPS = 20_000;
 const MAX_PLAN_BATCH = 1000;
 const MIGRATE_BATCH = 500;
 
+/**
+ * Kept in memory as well as on disk: leases (the DHCP hot path writes one per ACK), users and tokens (every API
+ * request checks its token and its owner). All are bounded: addresses of the pools, people, live credentials.
+ */
+export const DEFAULT_RESIDENT: readonly CollectionName[] = ['leases', 'users', 'tokens'];
+
 export interface LevelStoreOptions {
   /** `false`: every write() is its own sync batch, one at a time (the benchmark's baseline). Default true. */
   groupCommit?: boolean;
@@ -41,8 +47,8 @@ export interface LevelStoreOptions {
   verify?: boolean;
   /**
    * Collections held in memory as well (with their index entries), loaded at open and updated as writes become
-   * durable, so planning a write to them never reads the disk. Default `['leases']`: at most one record per
-   * address of the configured pools, and the DHCP hot path writes one on every ACK. Reads still go to LevelDB.
+   * durable, so planning a write to them and get/getBy never read the disk (entries() scans still do).
+   * Default DEFAULT_RESIDENT.
    */
   resident?: readonly CollectionName[];
   /** Override the schema versions and migration steps (tests of the migration machinery). */
@@ -79,7 +85,7 @@ export async function openLevelStore(stateDir: string, options: LevelStoreOption
   }
   const resident = new Map<string, Map<string, unknown>>();
   try {
-    for (const c of options.resident ?? ['leases']) {
+    for (const c of options.resident ?? DEFAULT_RESIDENT) {
       resident.set(c, await loadSpace(sublevelOf(db, c), (key, text) => decodeEnvelope(text, c, key, dbDir).d));
       for (const [index] of indexesOf(c)) resident.set(indexSpace(c, index), await loadSpace(sublevelOf(db, indexSpace(c, index)), (_, text) => text));
     }
@@ -89,6 +95,11 @@ export async function openLevelStore(stateDir: string, options: LevelStoreOption
     throw levelError(err, dbDir);
   }
   return new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false, resident);
+}
+
+/** A caller's own copy of a resident value (callers may change what they get, as with values read from disk). */
+function copyOf(value: unknown): unknown {
+  return value === undefined ? undefined : structuredClone(value);
 }
 
 async function loadSpace(sub: Sublevel, decode: (key: string, text: string) => unknown): Promise<Map<string, unknown>> {
@@ -450,6 +461,8 @@ class LevelStoreImpl implements LevelStore {
   }
 
   async #get(c: CollectionName, key: string): Promise<unknown> {
+    const resident = this.#residentRead(c);
+    if (resident) return copyOf(resident.get(key));
     try {
       return this.#decode(c, key, await this.#sub(c).get(key));
     } catch (err) {
@@ -458,6 +471,14 @@ class LevelStoreImpl implements LevelStore {
   }
 
   async #getBy(c: CollectionName, index: string, value: string): Promise<unknown> {
+    const resident = this.#residentRead(c);
+    if (resident) {
+      // The resident copy changes only when a batch is durable, records and index entries together: one view.
+      const key = this.resident.get(indexSpace(c, index))!.get(value) as string | undefined;
+      const record = key === undefined ? undefined : resident.get(key);
+      const def = indexesOf(c).find(([name]) => name === index)![1];
+      return valuesOf(def, record, `${c} "${key}"`).has(value) ? copyOf(record) : undefined;
+    }
     // One explicit snapshot for both reads, so a write landing between them cannot pair an index entry with a
     // record that no longer has the value.
     let snapshot: ReturnType<Db['snapshot']> | undefined;
@@ -473,6 +494,17 @@ class LevelStoreImpl implements LevelStore {
     } finally {
       await snapshot?.close();
     }
+  }
+
+  /**
+   * A resident collection's durable records, for reads that need no disk (the API's per-request token and user
+   * lookups, DHCP's lease reads); undefined for other collections. Same view as LevelDB's: it changes when a batch
+   * is durable. A closed store refuses like LevelDB does.
+   */
+  #residentRead(c: CollectionName): Map<string, unknown> | undefined {
+    const resident = this.resident.get(c);
+    if (resident && this.db.status !== 'open') throw new MetalboxError('STORE_CLOSED', 'the store is closed');
+    return resident;
   }
 
   async *#scan(c: CollectionName, o: RangeOptions): AsyncGenerator<[string, unknown]> {

@@ -146,6 +146,24 @@ t.test('resident collections (leases) plan from memory loaded at open, and agree
   t.same(await dump(join(base, 'resident')), await dump(join(base, 'disk')));
 });
 
+t.test('resident reads: get and getBy answer from memory with the durable view, as private copies; closed refuses', async (t) => {
+  const s = await openLevelStore(await scratch(t), { resident: ['leases'] });
+  const lease = { ip: '10.0.0.7', mac: machine(7).macs[0]!, subnet: 's', expiresAt: now, state: 'bound' as const };
+  t.equal(await s.leases.get('10.0.0.7'), undefined);
+  const pending = s.leases.put('10.0.0.7', lease);
+  await pending;
+  const got = await s.leases.get('10.0.0.7');
+  t.same(got, lease);
+  (got as { mac: string }).mac = 'changed';
+  t.same(await s.leases.get('10.0.0.7'), lease, 'changing what get returned changes nothing stored');
+  t.same(await s.leases.getBy('mac', lease.mac.toUpperCase()), lease);
+  await s.leases.put('10.0.0.7', { ...lease, mac: machine(8).macs[0]! });
+  t.equal(await s.leases.getBy('mac', lease.mac), undefined, 'the index follows the record');
+  await s.close();
+  await t.rejects(s.leases.get('10.0.0.7'), { code: 'STORE_CLOSED' });
+  await t.rejects(s.leases.getBy('mac', lease.mac), { code: 'STORE_CLOSED' });
+});
+
 t.test('groupCommit: false syncs every write on its own', async (t) => {
   const s = await openLevelStore(await scratch(t), { groupCommit: false });
   t.teardown(() => s.close());
