@@ -5,24 +5,16 @@ import { MetalboxError } from '../../lib/errors.ts';
 import { parseMac } from '../../lib/mac.ts';
 import type { BmcRecord } from '../../store/types.ts';
 import type { DriverTable } from '../../bmc/drivers.ts';
-import type { PowerState } from '../../bmc/types.ts';
+import type { BmcEndpoint, PowerState } from '../../bmc/types.ts';
 
-/** What `add` takes. Secrets arrive in clear here and leave sealed. */
-export interface BmcInput {
+/** What `add` takes: a driver's endpoint (secrets in clear here; they leave sealed) and where it belongs. */
+export type BmcInput = BmcEndpoint & {
   /** Default: the machine id when given and free, else `bmc-` and 8 hex digits. */
   id?: string;
   machineId?: string;
-  driver: string;
-  address: string;
-  port?: number;
-  username?: string;
-  password?: string;
-  cipherSuite?: number;
-  kg?: string;
-  tlsFingerprint?: string;
-  systemId?: string;
+  /** Wake-on-LAN: interface the packet leaves by. */
   wolInterface?: string;
-}
+};
 
 /** What `edit` takes: a field left out is unchanged; `null` clears an optional field. */
 export type BmcPatch = {
