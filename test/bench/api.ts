@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'node:http';
 import { ROOT, freePort } from '../helpers/process.ts';
-import { cpuTimes, formatTable, median, onCleanup, percentile, procSample, scratchRoot } from '../helpers/bench-util.ts';
+import { cpuTimes, formatTable, median, onCleanup, percentile, procSample, scratchRoot, nginxConf } from '../helpers/bench-util.ts';
 import { openLevelStore } from '../../src/store/level-store.ts';
 import { newMachineId } from '../../src/core/machine-fields.ts';
 import type { State } from '../../src/core/lifecycle.ts';
@@ -276,22 +276,7 @@ async function startNginx(root: string): Promise<{ port: number; child: ChildPro
   const dir = join(root, 'nginx');
   mkdirSync(dir, { recursive: true });
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  default_type application/json;
-  server { listen 127.0.0.1:${port}; root ${root}; }
-}
-`);
+  writeFileSync(conf, nginxConf(dir, port, root, 'application/json'));
   const child = spawn('taskset', ['-c', SERVER_CPU, 'nginx', '-c', conf, '-p', dir, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   for (let i = 0; ; i++) {

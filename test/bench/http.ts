@@ -27,7 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, freePort } from '../helpers/process.ts';
-import { formatTable, median, onCleanup, procSample, scratchRoot } from '../helpers/bench-util.ts';
+import { formatTable, median, onCleanup, procSample, scratchRoot, nginxConf } from '../helpers/bench-util.ts';
 import { BODY_MODES } from '../../src/services/boot-http/http-file.ts';
 
 const { values } = parseArgs({
@@ -125,22 +125,7 @@ async function startNginx(): Promise<Server> {
   const dir = join(work, 'nginx');
   execFileSync('mkdir', ['-p', dir]);
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:${port}; root ${work}; }
-}
-`);
+  writeFileSync(conf, nginxConf(dir, port, work, 'application/octet-stream'));
   const child = spawn('taskset', ['-c', SERVER_CPU, 'nginx', '-c', conf, '-p', dir, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   // nginx prints nothing when it starts: wait until it answers.

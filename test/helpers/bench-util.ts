@@ -185,3 +185,26 @@ export function onCleanup(cleanup: () => void): () => void {
   for (const s of signals) process.once(s, onSignal);
   return run;
 }
+
+/**
+ * nginx.conf of the HTTP peer in the benchmarks (PEERS.md): one worker, sendfile, no access log, keep-alive
+ * without a request limit, every temp path under `dir`, serving `root` on 127.0.0.1:`port`.
+ */
+export function nginxConf(dir: string, port: number, root: string, defaultType: string): string {
+  return `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  default_type ${defaultType};
+  server { listen 127.0.0.1:${port}; root ${root}; }
+}
+`;
+}
