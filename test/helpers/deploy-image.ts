@@ -2,11 +2,11 @@
 // under .cache/deploy-test/<key>/ (the builder serialises builders of one key with flock, so tap's parallel
 // files build it once), decompressed to a scratch raw disk, and a cloud-init NoCloud seed written into its
 // root the way the agent does (mounted by a loop device at the root partition's offset; root only).
-import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, createReadStream, createWriteStream } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { runBuilder } from './image-builder.ts';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, createReadStream, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { ROOT } from './process.ts';
@@ -38,30 +38,13 @@ export function ensureDeployImage(): Promise<DeployImage> {
   return building;
 }
 
-function build(): Promise<DeployImage> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    execFile('bash', [DEPLOY_BUILDER], { cwd: ROOT, timeout: 1_200_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) { reject(new Error(`${DEPLOY_BUILDER} failed: ${err.message}\n${stderr}`)); return; }
-      const out = parseLines(stdout);
-      const { key, image, compression, kernel, initrd } = out;
-      if (!key || !image || !compression || !kernel || !initrd) { reject(new Error(`${DEPLOY_BUILDER} printed no key/image:\n${stdout}\n${stderr}`)); return; }
-      const manifest = parseLines(readFileSync(join(image, '..', 'manifest'), 'utf8'));
-      resolve({
-        key, image, compression: compression as DeployImage['compression'], rawBytes: Number(out.raw_bytes), kernel, initrd, manifest,
-        log: stderr.trim(), seconds: (performance.now() - started) / 1000,
-      });
-    });
-  });
-}
-
-function parseLines(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
+async function build(): Promise<DeployImage> {
+  const r = await runBuilder(DEPLOY_BUILDER, [], { timeoutMs: 1_200_000, required: ['key', 'image', 'compression', 'kernel', 'initrd'], manifestOf: 'image' });
+  const { key, image, compression, kernel, initrd, raw_bytes: rawBytes } = r.out;
+  return {
+    key: key!, image: image!, compression: compression as DeployImage['compression'], rawBytes: Number(rawBytes), kernel: kernel!, initrd: initrd!,
+    manifest: r.manifest, log: r.log, seconds: r.seconds,
+  };
 }
 
 /** Decompresses the (gzip) image into `dest`, then makes the file `growBytes` larger (a bigger disk for growpart). */

@@ -4,10 +4,9 @@
 // The builder caches by a key of all its inputs under .cache/ephemeral/<key>/ and serialises builders with
 // flock(1) on .cache/ephemeral/.lock, so tap's parallel test files build an image once: the second waits for
 // the first and finds its result. Within one process the promise is shared as well.
-import { execFile, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { runBuilder } from './image-builder.ts';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { ROOT } from './process.ts';
 
 export const BUILDER = join(ROOT, 'image/ephemeral/build.sh');
@@ -53,28 +52,10 @@ export function ensureEphemeral(opts: EphemeralOptions = {}): Promise<EphemeralI
   return p;
 }
 
-function build(args: string[]): Promise<EphemeralImage> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    // Ten minutes: a cold build downloads the kernel package (~70 MB) from the Debian mirror.
-    execFile('bash', [BUILDER, ...args], { cwd: ROOT, timeout: 600_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) { reject(new Error(`${BUILDER} failed: ${err.message}\n${stderr}`)); return; }
-      const out = parseLines(stdout);
-      const { key, kernel, initrd } = out;
-      if (!key || !kernel || !initrd) { reject(new Error(`${BUILDER} printed no key/kernel/initrd:\n${stdout}\n${stderr}`)); return; }
-      const manifest = parseLines(readFileSync(join(kernel, '..', 'manifest'), 'utf8'));
-      resolve({ key, kernel, initrd, manifest, log: stderr.trim(), seconds: (performance.now() - started) / 1000 });
-    });
-  });
-}
-
-function parseLines(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
+async function build(args: string[]): Promise<EphemeralImage> {
+  // Ten minutes: a cold build downloads the kernel package (~70 MB) from the Debian mirror.
+  const r = await runBuilder(BUILDER, args, { timeoutMs: 600_000, required: ['key', 'kernel', 'initrd'], manifestOf: 'kernel' });
+  return { key: r.out.key!, kernel: r.out.kernel!, initrd: r.out.initrd!, manifest: r.manifest, log: r.log, seconds: r.seconds };
 }
 
 export interface Seen {
