@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve, join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { loadConfigFile, defaultConfig } from './config/load.ts';
-import type { Config } from './config/schema.ts';
+import { phaseTimeoutsMs, type Config } from './config/schema.ts';
 import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from './lib/logger.ts';
 import { createMetrics, observeStore } from './lib/metrics.ts';
 import { MetalboxError, isMetalboxError } from './lib/errors.ts';
@@ -37,6 +37,7 @@ import { ReservationBook } from './core/reservations.ts';
 import { BmcService, secretBoxLoader } from './services/bmc/service.ts';
 import { AssetStore, IpxeBinaries } from './store/assets.ts';
 import { VERSION } from './version.ts';
+import { isSingleBinary } from './lib/addon.ts';
 import { REMOTE_COMMANDS, REMOTE_USAGE, runRemote, wantsRemote } from './cli/remote.ts';
 
 const STOP_TIMEOUT_MS = 10_000;
@@ -64,6 +65,8 @@ usage: metalbox <command> [options]
       | power REF on|off|soft-off|cycle|reset|status | bootdev REF pxe|disk [--persistent] [--efi]
       | confirm REF on|off | probe REF|--driver redfish --address ADDR   [--config FILE]
                                               BMCs and power control (metalbox bmc help: all options)
+  lab up [--machines N] | lab status | lab down [--purge]
+                                              a virtual rack: QEMU machines behind ipmi_sim BMCs (root; metalbox lab help)
   users create NAME --role admin|operator|viewer | --admin [--password-file FILE|-] | users list
       | users delete NAME | users passwd NAME [--password-file FILE|-]   [--config FILE]
                                               users of the API and the console (the first admin: --admin)
@@ -80,6 +83,11 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errTty: process.stderr.isTTY === true };
   // The agent (runs in the ephemeral environment, issue 7): its own flags, its module loaded only here.
   if (argv[0] === 'agent') return (await import('./agent/index.ts')).runAgent(argv.slice(1), env, io);
+  // The virtual rack (QEMU machines behind ipmi_sim BMCs in a namespace): its own flags.
+  if (argv[0] === 'lab') {
+    const self = isSingleBinary() ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1]!];
+    return (await import('./cli/lab.ts')).runLab(argv.slice(1), env, io, self);
+  }
   // API commands (machines, events, tokens, login, ...) have their own flags and talk HTTPS to a metalbox.
   if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '') || wantsRemote(argv, env)) {
     const ds = resolve(env.METALBOX_STATE_DIR || '.metalbox');
@@ -186,7 +194,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   if ((await auth.users.count()) === 0) logger.warn('no users yet: nobody can log in to the console or the API; make the first admin with: metalbox users create NAME --admin');
   // The secrets key is loaded (created at first start) by the BMC service's start: SECRET_KEY_UNUSABLE stops metalbox.
   const bmc = new BmcService({ store, events, metrics, config, secrets: secretBoxLoader(store, config.stateDir), logger: logger.child({ svc: 'bmc' }) });
-  const registry = await MachineRegistry.open({ store, events, logger: logger.child({ svc: 'machines' }) });
+  const registry = await MachineRegistry.open({ store, events, logger: logger.child({ svc: 'machines' }), timeouts: phaseTimeoutsMs(config.lifecycle) });
   // The DHCP service exists before the app (its pools feed GET /api/v1/subnets; reservations added through the
   // API reach it live); it is started with the other network services below.
   const live: { dhcp?: DhcpService } = {};
@@ -228,7 +236,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     web,
   );
   // The runner carries out lifecycle effects through the BMC service: it starts after it and stops before it.
-  services.push(bmc, registry, new LifecycleRunner({ registry, events, logger: logger.child({ svc: 'lifecycle' }), power: bmc }));
+  services.push(bmc, registry, new LifecycleRunner({ registry, events, logger: logger.child({ svc: 'lifecycle' }), power: bmc, autoCommission: config.lifecycle.autoCommission }));
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');

@@ -53,6 +53,10 @@ const OPTIONS = {
   fields: { type: 'string' },
   all: { type: 'boolean' },
   reason: { type: 'string' },
+  image: { type: 'string' },
+  disk: { type: 'string' },
+  'ssh-key-file': { type: 'string', multiple: true },
+  erase: { type: 'string' },
   persistent: { type: 'boolean' },
   efi: { type: 'boolean' },
   machine: { type: 'string' },
@@ -74,6 +78,7 @@ metalbox logout
 metalbox machines list [--state S] [--tag T] [--mac M] [--hostname H] [--sort F] [--order asc|desc] [--limit N] [--all]
 metalbox machines show ID | create --mac MAC [--hostname H] [--tag T] | update ID [--hostname H] [--tag T] | delete ID
 metalbox machines ${MACHINE_ACTIONS.join('|')} ID [--reason TEXT]
+    deploy: [--image NAME] [--disk auto|/dev/X|SERIAL] [--ssh-key-file FILE ...]; release: [--erase none|quick|full]
 metalbox machines power ID on|off|soft-off|cycle|reset|status | bootdev ID pxe|disk [--persistent] [--efi]
 metalbox machines events ID | timeline ID
 metalbox events [--follow]                           the live event stream (state changes, leases, BMC actions)
@@ -180,7 +185,7 @@ async function machines(call: Call, verb: string | undefined, rest: string[], v:
     case 'timeline': return show(await call('GET', `/api/v1/machines/${id()}/timeline`), v, io, EVENT_COLUMNS, 'items');
     default:
       if ((MACHINE_ACTIONS as readonly string[]).includes(verb)) {
-        return show(await call('POST', `/api/v1/machines/${id()}/actions/${verb}`, v.reason ? { reason: v.reason } : {}), v, io);
+        return show(await call('POST', `/api/v1/machines/${id()}/actions/${verb}`, actionBody(verb, v)), v, io);
       }
       throw new MetalboxError('CLI_USAGE', `machines ${verb}: unknown verb`);
   }
@@ -414,4 +419,25 @@ ${Object.entries(verbs).map(([c, w]) => `      ${c}) COMPREPLY=($(compgen -W "${
 complete -F _metalbox metalbox
 `);
   return EXIT.ok;
+}
+
+/** The body of a machine action: its reason, and deploy's and release's own options (only with those verbs). */
+function actionBody(verb: string, v: Values): Record<string, unknown> {
+  const body: Record<string, unknown> = v.reason ? { reason: v.reason } : {};
+  const deployOnly = { image: v.image, disk: v.disk, 'ssh-key-file': v['ssh-key-file'] };
+  for (const [flag, value] of Object.entries(deployOnly)) {
+    if (value !== undefined && verb !== 'deploy') throw new MetalboxError('CLI_USAGE', `--${flag} goes with machines deploy`);
+  }
+  if (v.erase !== undefined && verb !== 'release') throw new MetalboxError('CLI_USAGE', '--erase goes with machines release');
+  if (v.image !== undefined) body.image = v.image;
+  if (v.disk !== undefined) body.disk = v.disk;
+  if (v['ssh-key-file'] !== undefined) {
+    // authorized_keys lines: every non-empty line that is not a comment, from each file.
+    body.sshKeys = v['ssh-key-file'].flatMap((f) => readFileSync(f, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')));
+  }
+  if (v.erase !== undefined) {
+    if (!['none', 'quick', 'full'].includes(v.erase)) throw new MetalboxError('CLI_USAGE', '--erase must be none, quick or full');
+    body.erase = v.erase;
+  }
+  return body;
 }

@@ -6,6 +6,9 @@ import { LOG_LEVELS } from '../lib/logger.ts';
 
 const strict = { additionalProperties: false } as const;
 const Port = (def: number, description: string) => Type.Integer({ minimum: 1, maximum: 65535, default: def, description });
+/** A phase's timeout: past it, the sweeper moves the machine to the phase's failed state. 1 min to 7 days. */
+const PhaseTimeout = (def: number, phase: string, failed: string) =>
+  Type.Integer({ minimum: 60, maximum: 604_800, default: def, description: `longest time in ${phase} before the machine becomes ${failed}` });
 
 const Service = (port: number, what: string) =>
   Type.Object({
@@ -88,7 +91,25 @@ export const ConfigSchema = Type.Object({
     unreachablePollSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 900, description: 'poll interval of an unreachable BMC (and the ceiling of the failure backoff)' }),
     wolInterface: Type.Optional(Type.String({ minLength: 1, maxLength: 15, pattern: '^[^/\\s]+$', description: 'interface Wake-on-LAN packets leave by (default: every provisioning interface)' })),
   }, { ...strict, default: {} }),
+  // The defaults are src/core/lifecycle.ts PHASE_TIMEOUTS_MS (config does not import core: these are literals,
+  // test/unit/config.test.ts checks they agree). A minute at least: a server's POST alone takes longer.
+  lifecycle: Type.Object({
+    commissionTimeoutSeconds: PhaseTimeout(1800, 'Commissioning', 'FailedCommissioning'),
+    deployTimeoutSeconds: PhaseTimeout(3600, 'Deploying (until the installed system phones home)', 'FailedDeployment'),
+    releaseTimeoutSeconds: PhaseTimeout(1800, 'Releasing (a full erase of large disks takes hours: raise it)', 'FailedReleasing'),
+    createBmcUser: Type.Boolean({ default: true, description: "commissioning makes a metalbox user on a machine's in-band BMC when metalbox knows no BMC for it, and registers it" }),
+    autoCommission: Type.Boolean({ default: false, description: 'commission a machine as soon as it has enlisted (New, from an enlisting network boot), as MAAS does' }),
+  }, { ...strict, default: {} }),
 }, strict);
 
 export type Config = Static<typeof ConfigSchema>;
 export type SubnetConfig = Static<typeof SubnetSchema>;
+
+/** The `lifecycle` section's phase timeouts in ms, keyed by phase state (MachineRegistry's `timeouts`). */
+export function phaseTimeoutsMs(lifecycle: Config['lifecycle']): { Commissioning: number; Deploying: number; Releasing: number } {
+  return {
+    Commissioning: lifecycle.commissionTimeoutSeconds * 1000,
+    Deploying: lifecycle.deployTimeoutSeconds * 1000,
+    Releasing: lifecycle.releaseTimeoutSeconds * 1000,
+  };
+}

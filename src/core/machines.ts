@@ -11,6 +11,11 @@
 //   by the store's unique indexes (STORE_CONFLICT, mapped to MACHINE_CONFLICT) for anything that races.
 //
 // Reads (get, find, list) are synchronous and never touch the store.
+//
+// A transition's effects (boot device, power) are carried out by the lifecycle runner after the write. So that
+// metalbox stopping in between (kill -9, power loss) loses none, the record carries them as `pendingEffects`,
+// written in the transition's batch and trimmed (recordEffects) in the batch of each effect's outcome event;
+// the runner re-runs what is left at start.
 import { MetalboxError, isMetalboxError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { EventRecord, MachineRecord, Store, WriteOp } from '../store/types.ts';
@@ -22,7 +27,31 @@ import { checkHostname, checkMac, checkTags, checkUuid, hostnameCandidates, newM
 import { CountCache, listPage, SORT_FIELDS, SortedView, type ListPage, type ListQuery, type ListSource, type SortField } from './machine-list.ts';
 
 /** A machine as the registry keeps it: the store record with the lifecycle's fields. */
-export type Machine = MachineRecord & Partial<Omit<LifecycleFields, 'state'>>;
+export type Machine = MachineRecord & Partial<Omit<LifecycleFields, 'state'>> & { pendingEffects?: PendingEffects };
+
+/**
+ * The effects of a machine's latest transition not carried out yet. Replaced by every transition (a newer one
+ * supersedes what the older one left), trimmed as the runner carries them out, cleared when none is left.
+ */
+export interface PendingEffects {
+  /** The transition's `machine.state` event id: unique, where two transitions may share a millisecond. */
+  transition: string;
+  action: Action;
+  from: State;
+  to: State;
+  /** What is left to do, in order (only kinds someone carries out: see `drivenEffects`). */
+  effects: Effect[];
+  /** An effect failed during a phase and the phase's failed action is yet to be applied, with this reason. */
+  failure?: string;
+}
+
+/**
+ * The effects someone must carry out on the machine: boot device and power. The others need no one: the boot
+ * script follows the state (the boot service reads it per request), the sweeper keeps phase deadlines.
+ */
+export function drivenEffects(effects: readonly Effect[]): Effect[] {
+  return effects.filter((e) => e.kind === 'bootDevice' || e.kind === 'power');
+}
 
 /** Who does something, and how their event is finished (the API fills in the client address and marks the request audited). */
 export interface ActorContext {
@@ -138,6 +167,13 @@ export class MachineRegistry implements ListSource {
 
   list(q: ListQuery): ListPage {
     return listPage(this, q, this.counts);
+  }
+
+  /** Machines whose latest transition has effects left to carry out (the lifecycle runner resumes them at start). */
+  withPendingEffects(): Machine[] {
+    const out: Machine[] = [];
+    for (const m of this.byId.values()) if (m.pendingEffects !== undefined) out.push(m);
+    return out;
   }
 
   /** Told of every change after it is durable; returns the unsubscribe function. A listener that throws is logged. */
@@ -282,6 +318,27 @@ export class MachineRegistry implements ListSource {
     });
   }
 
+  /**
+   * The lifecycle runner's record of carrying out a transition's effects: `event` (an effect's outcome) and what
+   * is still left of that transition (`left.effects` empty and no failure: nothing, the marker is cleared), in
+   * one batch. When the machine's pending effects belong to another transition by now (a newer one replaced
+   * them) or the machine is gone, the event alone is written. No listener is told: nothing a client sees changed.
+   */
+  async recordEffects(id: string, transition: string, left: { effects: Effect[]; failure?: string }, event: NewEvent): Promise<void> {
+    await this.serial(id, async () => {
+      const op = this.opts.events.op(event);
+      const before = this.byId.get(id);
+      const pending = before?.pendingEffects;
+      if (!before || pending?.transition !== transition) { await this.opts.store.write([op]); return; }
+      const rest: PendingEffects | undefined = left.effects.length > 0 || left.failure !== undefined
+        ? { ...pending, effects: left.effects, failure: left.failure }
+        : undefined;
+      const after = shape({ ...before, pendingEffects: rest });
+      await this.commit([{ type: 'put', collection: 'machines', key: id, value: after }, op]);
+      this.applyChange(before, after);
+    });
+  }
+
   /** Moves every machine past its phase deadline to the phase's failed state; returns how many. */
   async sweep(): Promise<number> {
     if (this.sweeping) return this.sweeping;
@@ -337,8 +394,13 @@ export class MachineRegistry implements ListSource {
 
   private async applyTransition(before: Machine, ctx: ActorContext, step: (m: Machine) => ReturnType<typeof transition<Machine>>): Promise<ActResult> {
     const r = step(before);
-    r.machine = shape(r.machine);
     const event = this.eventOp(ctx, { type: r.event.type, ...(r.event.subject !== undefined ? { subject: r.event.subject } : {}), ...(r.event.data ? { data: r.event.data } : {}) });
+    // What the runner must do, durable with the state change; replaces whatever an earlier transition left.
+    const work = drivenEffects(r.effects);
+    r.machine = shape({
+      ...r.machine,
+      pendingEffects: work.length > 0 ? { transition: event.record.id, action: r.action, from: r.from, to: r.state, effects: work } : undefined,
+    });
     await this.commit([{ type: 'put', collection: 'machines', key: before.id, value: r.machine }, event.op]);
     this.applyChange(before, r.machine);
     this.emit({ kind: 'state', machine: r.machine, before, from: r.from, to: r.state, action: r.action, effects: r.effects, event: event.record });
@@ -449,7 +511,7 @@ export type ExtraFields = Record<string, unknown>;
 
 /** The registry's own fields, which `set` may not write: they have their own checks, indexes and transitions. */
 const OWN_FIELDS: ReadonlySet<string> = new Set(['id', 'hostname', 'uuid', 'macs', 'state', 'tags', 'createdAt', 'updatedAt',
-  'stateChangedAt', 'stateReason', 'phaseDeadline', 'rescueReturn', 'commissionedAt']);
+  'stateChangedAt', 'stateReason', 'phaseDeadline', 'rescueReturn', 'commissionedAt', 'pendingEffects']);
 
 function checkExtra(set: ExtraFields): void {
   for (const k of Object.keys(set)) if (OWN_FIELDS.has(k)) throw new TypeError(`machine field ${k} cannot be set as an extra field`);
@@ -471,7 +533,7 @@ function normalize(r: MachineRecord): Machine {
  * V8 hidden class for all, so the list walks read `state`, `tags` and `hostname` monomorphically.
  */
 function shape(r: Machine): Machine {
-  const { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, ...extra } = r;
-  return { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, ...extra };
+  const { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, pendingEffects, ...extra } = r;
+  return { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, pendingEffects, ...extra };
 }
 

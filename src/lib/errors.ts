@@ -76,6 +76,10 @@ export const ERROR_CODES = {
   USER_PASSWORD_WRONG: { status: 403, meaning: 'the current password given with a password change is wrong' },
   API_TOKEN_INVALID: { status: 400, meaning: 'an API token request is unusable: bad name, or an expiry beyond the maximum (the message names the field)' },
   NOT_FOUND: { status: 404, meaning: 'no such route or record' },
+  LAB_UNAVAILABLE: { status: 500, meaning: 'metalbox lab cannot run here: not root, or a tool it needs (QEMU, ipmi_sim, socat, iproute2) is missing; the message names it and its package' },
+  LAB_EXISTS: { status: 409, meaning: 'a lab with that directory or namespace name is already up: metalbox lab down first' },
+  LAB_NOT_FOUND: { status: 404, meaning: 'no lab in that directory' },
+  LAB_FAILED: { status: 500, meaning: 'building or driving the lab failed (a command, an image build, the API); the message says which step' },
   INTERNAL: { status: 500, meaning: 'an unexpected failure; the log has the details' },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 

@@ -19,14 +19,25 @@
 // Effects of one machine run one at a time, in the order of its transitions; when a machine has changed state
 // again before its effects ran, the older ones are skipped as superseded (the newer transition's effects say
 // what the machine should do now).
+//
+// Restarts: the registry writes a transition's effects on the record (`pendingEffects`) in the same batch as the
+// state, and each outcome event here trims them in its own batch (MachineRegistry.recordEffects). start() re-runs
+// what a previous run left (it was killed, or stopped, between a state change and its effects): the effects not
+// yet carried out, in order, each event marked `resumed`, unless the machine has changed state since (a newer
+// transition replaced them) or its phase is past its deadline (the sweeper ends it). At least once: an effect
+// under way when metalbox died was not recorded and runs again (a second power cycle early in a boot, or a boot
+// device set twice, harm nothing). A BMC call cut short by stop() is not a failure: it is left for the next start.
+//
+// lifecycle.autoCommission: a machine that has just enlisted (New, inventory from an enlisting boot: the agent
+// API's `machine.inventory` event with purpose 'enlist') is commissioned at once, as MAAS does.
 import type { BootDeviceRequest, PowerAction } from '../bmc/types.ts';
 import type { EventLog, NewEvent } from '../core/events.ts';
 import { isMetalboxError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import {
-  isPhaseState, PHASE_FAILED, SYSTEM_ACTIONS, TRANSITIONS, type Action, type Effect, type PhaseState, type State,
+  deadlineOf, isAction, isPhaseState, isState, MAX_REASON_LENGTH, PHASE_FAILED, SYSTEM_ACTIONS, TRANSITIONS, type Action, type Effect, type PhaseState, type State,
 } from '../core/lifecycle.ts';
-import type { Machine, MachineChange, MachineRegistry } from '../core/machines.ts';
+import { drivenEffects, type Machine, type MachineChange, type MachineRegistry } from '../core/machines.ts';
 import type { Service } from './service.ts';
 
 /** The BMC service as the runner uses it (src/services/bmc/service.ts BmcService fits as is). */
@@ -44,6 +55,8 @@ export interface LifecycleRunnerDeps {
   /** Without it (no BMC service in this process) every power effect is recorded as skipped. */
   power?: LifecyclePower;
   now?: () => number;
+  /** Commission a machine as soon as it has enlisted (config lifecycle.autoCommission). */
+  autoCommission?: boolean;
 }
 
 export const RUNNER_ACTOR = 'lifecycle';
@@ -62,6 +75,24 @@ type EffectOutcome = { effect: string; result: string; message: string; code?: s
 
 interface Job { machineId: string; run: () => Promise<void> }
 
+/** The effects of one transition still to carry out (the record's `pendingEffects`). */
+interface Work {
+  machineId: string;
+  /** The transition's `machine.state` event id (PendingEffects.transition). */
+  transition: string;
+  action: Action;
+  from: State;
+  to: State;
+  /** bootDevice and power effects left, in order. */
+  effects: Effect[];
+  /** An effect failed in the phase and the failed action was not applied yet. */
+  failure?: string;
+  /** Left undone by a previous run of metalbox. */
+  resumed: boolean;
+}
+
+export const AUTO_COMMISSION_REASON = 'enlisted: commissioned automatically (lifecycle.autoCommission)';
+
 export class LifecycleRunner implements Service {
   readonly name = 'lifecycle';
   private unsubscribe: (() => void) | undefined;
@@ -76,9 +107,21 @@ export class LifecycleRunner implements Service {
   async start(signal?: AbortSignal): Promise<void> {
     this.unsubscribe = this.deps.registry.subscribe((change) => this.onChange(change));
     signal?.addEventListener('abort', () => this.abort.abort(), { once: true });
+    // In the same tick as the subscription: a change from now on reaches onChange, an earlier one is on its record.
+    let resumed = 0;
+    for (const m of this.deps.registry.withPendingEffects()) {
+      const work = pendingWork(m);
+      if (!work) continue;
+      resumed++;
+      this.enqueue({ machineId: m.id, run: () => this.perform(work) });
+    }
+    if (resumed > 0) this.deps.logger.info({ machines: resumed }, 're-running lifecycle effects left undone when metalbox stopped');
   }
 
-  /** Stops listening; BMC calls in flight are aborted (they end with BMC_TIMEOUT, recorded). */
+  /**
+   * Stops listening; BMC calls in flight are aborted. What they and the queued effects did not carry out stays on
+   * the records, for the next start.
+   */
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
@@ -93,11 +136,16 @@ export class LifecycleRunner implements Service {
 
   private onChange(change: MachineChange): void {
     if (change.kind === 'state') {
-      const { machine, from, to, action, effects } = change;
-      this.enqueue({ machineId: machine.id, run: () => this.perform(machine, from, to, action, effects) });
+      const { machine, from, to, action, effects, event } = change;
+      const work = drivenEffects(effects);
+      if (work.length === 0) return;
+      this.enqueue({ machineId: machine.id, run: () => this.perform({ machineId: machine.id, transition: event.id, action, from, to, effects: work, resumed: false }) });
     } else if (change.kind === 'created' && change.machine.macs.length === 0) {
       const { machine } = change;
       this.enqueue({ machineId: machine.id, run: () => this.enlist(machine) });
+    } else if (change.kind === 'updated' && this.deps.autoCommission && enlisted(change)) {
+      const id = change.machine.id;
+      this.enqueue({ machineId: id, run: () => this.autoCommission(id) });
     }
   }
 
@@ -110,35 +158,54 @@ export class LifecycleRunner implements Service {
     void run.then(() => { if (this.queues.get(job.machineId) === run) this.queues.delete(job.machineId); });
   }
 
-  /** The effects of one transition, in order. */
-  private async perform(machine: Machine, from: State, to: State, action: Action, effects: Effect[]): Promise<void> {
-    const id = machine.id;
-    const work = effects.filter((e) => e.kind === 'bootDevice' || e.kind === 'power');
-    if (work.length === 0) return;
-    const base = { action, from, to };
-    /** Has the machine left this transition's state (then its remaining effects no longer apply)? */
-    const superseded = async (rest: typeof work): Promise<boolean> => {
+  /** The effects of one transition, in order, each outcome recorded with what is left (see recordEffects). */
+  private async perform(w: Work): Promise<void> {
+    const id = w.machineId;
+    const base = { action: w.action, from: w.from, to: w.to, ...(w.resumed ? { resumed: true } : {}) };
+    /** Has a newer transition replaced this one's effects (then they no longer apply)? */
+    const superseded = async (rest: Effect[]): Promise<boolean> => {
       const current = this.deps.registry.get(id);
-      if (current && current.stateChangedAt === machine.stateChangedAt && current.state === to) return false;
-      await this.record(id, { ...base, effects: rest.map(describe), result: 'superseded', message: current ? `the machine is ${current.state} now` : 'the machine was deleted' });
+      if (current?.pendingEffects?.transition === w.transition) return false;
+      await this.record(w, { ...base, effects: rest.map(describe), result: 'superseded', message: current ? `the machine is ${current.state} now` : 'the machine was deleted' }, rest);
       return true;
     };
-    if (await superseded(work)) return;
+    if (await superseded(w.effects)) return;
+    if (w.resumed) {
+      const deadline = deadlineOf(this.deps.registry.get(id)!);
+      if (deadline !== undefined && deadline <= this.now()) {
+        // Powering a machine into a phase that has already timed out would only race the sweeper.
+        await this.record(w, { ...base, effects: w.effects.map(describe), result: 'superseded', message: `${w.to} is past its deadline: the sweeper ends it` }, w.effects, w.failure);
+        return;
+      }
+      const what = w.failure !== undefined ? `the failed action (${w.failure})` : `${w.effects.length} effect${w.effects.length === 1 ? '' : 's'}`;
+      await this.record(w, { ...base, effects: w.effects.map(describe), result: 'resumed', message: `re-run after a restart: ${what} left undone when metalbox stopped` }, w.effects, w.failure);
+    }
+    if (w.failure !== undefined) {
+      await this.fail(w, w.failure);
+      return;
+    }
     const power = this.deps.power;
     if (!power || (await power.get(id).catch(() => undefined)) === undefined) {
       const message = power ? 'the machine has no BMC: set its boot device and power it by hand' : 'power control is not available in this process';
-      await this.record(id, { ...base, effects: work.map(describe), result: 'skipped', message });
+      await this.record(w, { ...base, effects: w.effects.map(describe), result: 'skipped', message }, []);
       return;
     }
-    for (const [i, effect] of work.entries()) {
-      if (this.abort.signal.aborted) return;
-      if (i > 0 && (await superseded(work.slice(i)))) return;
+    for (const [i, effect] of w.effects.entries()) {
+      if (this.abort.signal.aborted) return; // left on the record for the next start
+      if (i > 0 && (await superseded(w.effects.slice(i)))) return;
       const outcome = await this.apply(id, effect);
-      await this.record(id, { ...base, ...outcome });
+      // Cut short by stop(): not the BMC's failure; the next start carries it out.
+      if (outcome.result === 'failed' && this.abort.signal.aborted) return;
       if (outcome.result === 'failed') {
-        await this.fail(id, to, `${outcome.effect} failed: ${outcome.code ? `${outcome.code}: ` : ''}${outcome.message}`);
+        const reason = `${outcome.effect} failed: ${outcome.code ? `${outcome.code}: ` : ''}${outcome.message}`.slice(0, MAX_REASON_LENGTH);
+        // In a phase, the failure is recorded as still to apply until the failed action replaces the record's
+        // effects: a stop in between does not leave the machine waiting in a phase its BMC never started.
+        const phase = isPhaseState(w.to);
+        await this.record(w, { ...base, ...outcome }, [], phase ? reason : undefined);
+        if (phase) await this.fail(w, reason);
         return;
       }
+      await this.record(w, { ...base, ...outcome }, w.effects.slice(i + 1));
     }
   }
 
@@ -150,7 +217,7 @@ export class LifecycleRunner implements Service {
     for (const effect of [{ kind: 'bootDevice', device: 'pxe', persistent: false }, { kind: 'power', action: 'on' }] as const) {
       if (this.abort.signal.aborted) return;
       const outcome = await this.apply(machine.id, effect);
-      await this.record(machine.id, { ...base, ...outcome });
+      await this.note(machine.id, { ...base, ...outcome });
       if (outcome.result === 'failed') return;
     }
     // Marks the machine as waiting for its enlisting boot (agent-routes.ts links that boot to it).
@@ -186,23 +253,64 @@ export class LifecycleRunner implements Service {
     return inventory?.firmware === 'uefi';
   }
 
-  /** The phase's failed action, if the machine is still in that phase. */
-  private async fail(id: string, state: State, reason: string): Promise<void> {
-    if (!isPhaseState(state)) return;
-    const action = FAILED_ACTION[state];
+  /** The phase's failed action, if the machine is still in the phase of that transition. */
+  private async fail(w: Work, reason: string): Promise<void> {
+    if (!isPhaseState(w.to)) return;
+    const action = FAILED_ACTION[w.to];
+    // A newer transition (an abort, an agent report) decided already: this failure no longer applies, even if the
+    // machine has since come back to the same phase.
+    if (this.deps.registry.get(w.machineId)?.pendingEffects?.transition !== w.transition) return;
     try {
-      await this.deps.registry.act(id, action, { actor: RUNNER_ACTOR, reason: reason.slice(0, 500) });
+      await this.deps.registry.act(w.machineId, action, { actor: RUNNER_ACTOR, reason: reason.slice(0, MAX_REASON_LENGTH) });
     } catch (err) {
       // Moved on meanwhile (an agent report, an abort): nothing to fail.
       if (isMetalboxError(err, 'LIFECYCLE_INVALID_TRANSITION') || isMetalboxError(err, 'MACHINE_NOT_FOUND')) return;
-      this.deps.logger.error({ err, machine: id, action }, 'could not move the machine to its failed state');
+      this.deps.logger.error({ err, machine: w.machineId, action }, 'could not move the machine to its failed state');
     }
   }
 
-  private async record(id: string, data: Record<string, unknown>): Promise<void> {
+  /** lifecycle.autoCommission: 'commission' for a machine that has just enlisted and is still New. */
+  private async autoCommission(id: string): Promise<void> {
+    if (this.abort.signal.aborted || this.deps.registry.get(id)?.state !== 'New') return;
+    try {
+      await this.deps.registry.act(id, 'commission', { actor: RUNNER_ACTOR, reason: AUTO_COMMISSION_REASON });
+    } catch (err) {
+      if (isMetalboxError(err, 'LIFECYCLE_INVALID_TRANSITION') || isMetalboxError(err, 'MACHINE_NOT_FOUND')) return;
+      this.deps.logger.error({ err, machine: id }, 'could not commission the enlisted machine');
+    }
+  }
+
+  /** An effect's event, with the effects of `w` still left after it, in one batch (MachineRegistry.recordEffects). */
+  private async record(w: Work, data: Record<string, unknown>, left: Effect[], failure?: string): Promise<void> {
+    const event: NewEvent = { type: 'machine.state.effect', actor: RUNNER_ACTOR, subject: w.machineId, data };
+    await this.deps.registry.recordEffects(w.machineId, w.transition, { effects: left, ...(failure !== undefined ? { failure } : {}) }, event)
+      .catch((err: unknown) => this.deps.logger.warn({ err, machine: w.machineId }, 'could not record a lifecycle effect'));
+  }
+
+  /** An event of the enlistment power-on (no transition, nothing pending on the record). */
+  private async note(id: string, data: Record<string, unknown>): Promise<void> {
     const event: NewEvent = { type: 'machine.state.effect', actor: RUNNER_ACTOR, subject: id, data };
     await this.deps.events.append(event).catch((err: unknown) => this.deps.logger.warn({ err, machine: id }, 'could not record a lifecycle effect'));
   }
+}
+
+/** The pending effects stored on a record, as work; undefined when they are not a shape this version wrote. */
+function pendingWork(m: Machine): Work | undefined {
+  const p = m.pendingEffects;
+  if (typeof p !== 'object' || p === null || typeof p.transition !== 'string' || !isAction(p.action) || !isState(p.from) || !isState(p.to)
+    || !Array.isArray(p.effects)) return undefined;
+  const effects = drivenEffects(p.effects.filter((e): e is Effect => typeof e === 'object' && e !== null));
+  if (effects.length === 0 && typeof p.failure !== 'string') return undefined;
+  return {
+    machineId: m.id, transition: p.transition, action: p.action, from: p.from, to: p.to, effects, resumed: true,
+    ...(typeof p.failure === 'string' ? { failure: p.failure } : {}),
+  };
+}
+
+/** The agent API's record of an enlisting boot's inventory, on a machine still New. */
+function enlisted(change: Extract<MachineChange, { kind: 'updated' }>): boolean {
+  const data = change.event.data as { purpose?: unknown } | undefined;
+  return change.event.type === 'machine.inventory' && data?.purpose === 'enlist' && change.machine.state === 'New';
 }
 
 /** 'power cycle', 'bootdev pxe', 'bootdev disk (persistent)'. */

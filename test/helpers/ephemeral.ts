@@ -28,6 +28,8 @@ export interface EphemeralOptions {
   hook?: string;
   /** Extra files, `SRC:DEST` (build.sh --add). */
   add?: string[];
+  /** The agent as the hook (build.sh --agent): the image metalbox boots machines into. */
+  agent?: boolean;
 }
 
 /** Markers /init prints on the console (image/ephemeral/init). */
@@ -41,7 +43,7 @@ export const MARKER = {
 const builds = new Map<string, Promise<EphemeralImage>>();
 
 export function ensureEphemeral(opts: EphemeralOptions = {}): Promise<EphemeralImage> {
-  const args = [...(opts.hook ? ['--hook', opts.hook] : []), ...(opts.add ?? []).flatMap((a) => ['--add', a])];
+  const args = [...(opts.agent ? ['--agent'] : []), ...(opts.hook ? ['--hook', opts.hook] : []), ...(opts.add ?? []).flatMap((a) => ['--add', a])];
   const id = JSON.stringify(args);
   let p = builds.get(id);
   if (!p) {

@@ -82,6 +82,18 @@ t.test('metalbox login, machines, tokens and logout against a running server', {
   const illegal = await mbx(['machines', 'deploy', machine.id]);
   t.equal(illegal.code, 5, 'an illegal lifecycle transition: 409');
   t.match(illegal.err, /LIFECYCLE_INVALID_TRANSITION/);
+  // deploy's and release's own options reach the API (a bad image name is refused by its schema, 400 -> 6).
+  writeFileSync(join(dir, 'keys.pub'), '# the team\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKeyForTheCliOnly000000000000000 ops@x\n\n');
+  const withKeys = await mbx(['machines', 'deploy', machine.id, '--image', 'debian-12', '--disk', 'auto', '--ssh-key-file', join(dir, 'keys.pub')]);
+  t.equal(withKeys.code, 6, `the options pass the API's schema; the image named is checked: ${withKeys.err}`);
+  t.match(withKeys.err, /IMAGE_INVALID: no image "debian-12"/);
+  const badImage = await mbx(['machines', 'deploy', machine.id, '--image', 'Not An Image']);
+  t.equal(badImage.code, 6, `--image is sent: the API refuses the name (${badImage.err.trim()})`);
+  t.match(badImage.err, /VALIDATION_FAILED/);
+  const misplaced = await mbx(['machines', 'deploy', machine.id, '--erase', 'quick']);
+  t.equal(misplaced.code, 2, '--erase goes with release only');
+  const badErase = await mbx(['machines', 'release', machine.id, '--erase', 'some']);
+  t.equal(badErase.code, 2, '--erase none|quick|full');
   const events = JSON.parse((await mbx(['machines', 'events', machine.id, '--json'])).out) as { items: { type: string; actor: string }[] };
   t.ok(events.items.some((e) => e.actor === 'ops'), 'the events name who acted');
 

@@ -10,44 +10,21 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../helpers/process.ts';
+import { BINARY, ensureBinary as buildBinary } from '../helpers/binary.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BINARY = path.join(ROOT, 'dist', 'metalbox');
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-/** Newest mtime of everything that goes into the binary. */
-function newestSource(): number {
-  let newest = 0;
-  const walk = (dir: string): void => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const file = path.join(dir, entry.name);
-      if (entry.isDirectory()) {
-        if (entry.name !== 'build') walk(file);
-      } else if (/\.(ts|js|json|c|h|gyp)$/.test(entry.name)) {
-        newest = Math.max(newest, fs.statSync(file).mtimeMs);
-      }
-    }
-  };
-  walk(path.join(ROOT, 'src'));
-  for (const file of ['image/build-binary.ts', 'package.json', 'package-lock.json']) {
-    newest = Math.max(newest, fs.statSync(path.join(ROOT, file)).mtimeMs);
-  }
-  return newest;
-}
-
-/**
- * Builds when missing or stale. A from-scratch build (native addon included) takes well under a minute
- * here; allow several in case the machine is busy. Returns false (after failing) when the build fails.
- */
+/** Builds when missing or stale (test/helpers/binary.ts); false (after failing) when the build fails. */
 function ensureBinary(): boolean {
-  if (fs.existsSync(BINARY) && fs.statSync(BINARY).mtimeMs >= newestSource()) return true;
-  const built = spawnSync('npm', ['run', 'build:binary'], { cwd: ROOT, encoding: 'utf8', timeout: 8 * 60_000 });
-  if (built.status !== 0) {
-    t.fail(`npm run build:binary failed (exit ${built.status ?? built.signal}):\n${built.stdout}\n${built.stderr}`);
+  try {
+    const figures = buildBinary();
+    if (figures) t.comment(figures);
+    return true;
+  } catch (err) {
+    t.fail((err as Error).message);
     return false;
   }
-  t.comment(built.stdout.trim().split('\n').filter((l) => /^(bundle|blob|node|binary) /.test(l)).join('\n'));
-  return true;
 }
 
 interface Sandbox {

@@ -1,7 +1,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { parseConfig, defaultConfig } from '../../src/config/load.ts';
-import { ConfigSchema } from '../../src/config/schema.ts';
+import { ConfigSchema, phaseTimeoutsMs } from '../../src/config/schema.ts';
+import { PHASE_TIMEOUTS_MS } from '../../src/core/lifecycle.ts';
 import { isMetalboxError } from '../../src/lib/errors.ts';
 
 const opts = { source: 'test.yaml', defaultStateDir: '/var/lib/mbx-test' };
@@ -41,6 +42,17 @@ t.test('embedded default: state dir from the caller, console on 127.0.0.1:5240, 
   t.equal(c.dhcp.port, 67);
 });
 
+t.test('lifecycle: the timeouts default to the lifecycle table; createBmcUser on, autoCommission off', async (t) => {
+  const c = defaultConfig('/tmp/x');
+  t.same(c.lifecycle, { commissionTimeoutSeconds: 1800, deployTimeoutSeconds: 3600, releaseTimeoutSeconds: 1800, createBmcUser: true, autoCommission: false });
+  t.same(phaseTimeoutsMs(c.lifecycle), PHASE_TIMEOUTS_MS, 'the schema defaults are src/core/lifecycle.ts PHASE_TIMEOUTS_MS');
+  const set = parseConfig('lifecycle:\n  commissionTimeoutSeconds: 60\n  deployTimeoutSeconds: 604800\n  releaseTimeoutSeconds: 7200\n  createBmcUser: false\n  autoCommission: true\n', opts);
+  t.same(phaseTimeoutsMs(set.lifecycle), { Commissioning: 60_000, Deploying: 604_800_000, Releasing: 7_200_000 }, 'the bounds are accepted, in ms for the registry');
+  t.equal(set.lifecycle.createBmcUser, false);
+  t.equal(set.lifecycle.autoCommission, true);
+  t.equal(parseConfig('lifecycle: { autoCommission: true }\n', opts).lifecycle.deployTimeoutSeconds, 3600, 'a partial section keeps the other defaults');
+});
+
 /** Each case: YAML, then the code and the substrings the message must hold (key path and reason). */
 const BAD: [string, string, string, string[]][] = [
   ['unknown top-level key', 'stateDir: /x\nfoo: 1\n', 'CONFIG_INVALID', ['foo (line 2): unknown key']],
@@ -65,6 +77,13 @@ const BAD: [string, string, string, string[]][] = [
   ['bad hostname', 'subnets:\n  - cidr: 10.0.0.0/24\n    reservations: [{ mac: "52:54:00:00:00:01", ip: 10.0.0.5, hostname: "a_b" }]\n', 'CONFIG_INVALID', ['reservations[0].hostname', 'not a valid host name']],
   ['bad search domain', 'subnets:\n  - cidr: 10.0.0.0/24\n    domainSearch: ["-x-"]\n', 'CONFIG_INVALID', ['subnets[0].domainSearch[0]', 'not a domain']],
   ['loopback http with interfaces', 'interfaces: [eth1]\nhttp: { listen: "127.0.0.1:5240" }\n', 'CONFIG_INVALID', ['http.listen', 'loopback']],
+  ['phase timeout too short', 'lifecycle: { commissionTimeoutSeconds: 59 }\n', 'CONFIG_INVALID', ['lifecycle.commissionTimeoutSeconds (line 1)', '>= 60']],
+  ['phase timeout too long', 'lifecycle:\n  deployTimeoutSeconds: 604801\n', 'CONFIG_INVALID', ['lifecycle.deployTimeoutSeconds (line 2)', '<= 604800']],
+  ['phase timeout not whole seconds', 'lifecycle: { releaseTimeoutSeconds: 90.5 }\n', 'CONFIG_INVALID', ['lifecycle.releaseTimeoutSeconds', 'integer']],
+  ['phase timeout a string', 'lifecycle: { releaseTimeoutSeconds: "30m" }\n', 'CONFIG_INVALID', ['lifecycle.releaseTimeoutSeconds', 'integer']],
+  ['createBmcUser not a boolean', 'lifecycle: { createBmcUser: "yes" }\n', 'CONFIG_INVALID', ['lifecycle.createBmcUser', 'boolean']],
+  ['autoCommission not a boolean', 'lifecycle:\n  autoCommission: 1\n', 'CONFIG_INVALID', ['lifecycle.autoCommission (line 2)', 'boolean']],
+  ['unknown lifecycle key', 'lifecycle:\n  commissionTimeout: 600\n', 'CONFIG_INVALID', ['lifecycle.commissionTimeout (line 2): unknown key']],
   ['not a mapping', '- a\n- b\n', 'CONFIG_INVALID', ['(top level)', 'mapping']],
   ['broken YAML', 'http: [\n', 'CONFIG_UNREADABLE', ['test.yaml', 'not valid YAML']],
   ['duplicate key', 'domain: a\ndomain: b\n', 'CONFIG_UNREADABLE', ['test.yaml:2', 'unique']],
