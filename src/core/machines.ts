@@ -537,3 +537,15 @@ function shape(r: Machine): Machine {
   return { id, hostname, uuid, macs, state, tags, createdAt, updatedAt, stateChangedAt, stateReason, phaseDeadline, rescueReturn, commissionedAt, pendingEffects, ...extra };
 }
 
+/**
+ * A system UUID (SMBIOS, IPMI Get System GUID, Redfish) that can name one machine, lower case; `undefined` for
+ * a malformed one or a firmware placeholder (all zeros, all ones): QUIRK(firmware) boards that share such a
+ * placeholder are common.
+ */
+export function usableSystemUuid(uuid: string | undefined): string | undefined {
+  if (uuid === undefined) return undefined;
+  const u = uuid.toLowerCase();
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(u)) return undefined;
+  if (/^[0-]+$/.test(u) || /^[f-]+$/.test(u)) return undefined;
+  return u;
+}

@@ -37,7 +37,7 @@ import type { Logger } from '../lib/logger.ts';
 import {
   deadlineOf, isAction, isPhaseState, isState, MAX_REASON_LENGTH, PHASE_FAILED, SYSTEM_ACTIONS, TRANSITIONS, type Action, type Effect, type PhaseState, type State,
 } from '../core/lifecycle.ts';
-import { drivenEffects, type Machine, type MachineChange, type MachineRegistry } from '../core/machines.ts';
+import { drivenEffects, usableSystemUuid, type Machine, type MachineChange, type MachineRegistry } from '../core/machines.ts';
 import type { Service } from './service.ts';
 
 /** The BMC service as the runner uses it (src/services/bmc/service.ts BmcService fits as is). */
@@ -46,6 +46,8 @@ export interface LifecyclePower {
   get(machineId: string): Promise<unknown>;
   power(machineId: string, action: PowerAction, actor: string, signal?: AbortSignal): Promise<{ result: string; message: string }>;
   setBootDevice(machineId: string, request: BootDeviceRequest, actor: string, signal?: AbortSignal): Promise<{ result: string; message: string }>;
+  /** Logs in and reads the BMC's identity (IPMI Get System GUID, Redfish's system UUID): how an enlisting boot is recognised. */
+  test?(machineId: string, actor: string, signal?: AbortSignal): Promise<{ info: { systemUuid?: string } }>;
 }
 
 export interface LifecycleRunnerDeps {
@@ -214,6 +216,7 @@ export class LifecycleRunner implements Service {
     const power = this.deps.power;
     if (!power || (await power.get(machine.id).catch(() => undefined)) === undefined) return;
     const base = { action: 'enlist' };
+    await this.learnUuid(machine);
     for (const effect of [{ kind: 'bootDevice', device: 'pxe', persistent: false }, { kind: 'power', action: 'on' }] as const) {
       if (this.abort.signal.aborted) return;
       const outcome = await this.apply(machine.id, effect);
@@ -224,6 +227,25 @@ export class LifecycleRunner implements Service {
     await this.deps.registry.amend(machine.id, { set: { enlistment: { poweredOnAt: new Date(this.now()).toISOString() } } }, { actor: RUNNER_ACTOR },
       { type: 'machine.enlistment', data: { message: 'powered on to boot from the network and enlist' } })
       .catch((err: unknown) => this.deps.logger.warn({ err, machine: machine.id }, 'could not mark the machine as enlisting'));
+  }
+
+  /**
+   * The system UUID the BMC reports becomes the machine's, unless it has one or another machine claims it: the
+   * enlisting boot's agent reports the same UUID from SMBIOS, which links the boot to this machine when several
+   * machines registered by their BMCs enlist at once (agent-routes.ts). A BMC that cannot say is no failure:
+   * enlistment then falls back to "the one machine waiting".
+   */
+  private async learnUuid(machine: Machine): Promise<void> {
+    const power = this.deps.power!;
+    if (!power.test || machine.uuid !== undefined) return;
+    try {
+      const { info } = await power.test(machine.id, RUNNER_ACTOR, this.abort.signal);
+      const uuid = usableSystemUuid(info.systemUuid);
+      if (uuid === undefined || this.deps.registry.byUuid(uuid) !== undefined) return;
+      await this.deps.registry.amend(machine.id, { uuid }, { actor: RUNNER_ACTOR }, { type: 'machine.uuid', data: { uuid, source: 'bmc' } });
+    } catch (err) {
+      this.deps.logger.warn({ err, machine: machine.id }, 'could not read the system UUID from the BMC');
+    }
   }
 
   private async apply(id: string, effect: Effect | { kind: 'power'; action: 'on' }): Promise<EffectOutcome> {

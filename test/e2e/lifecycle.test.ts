@@ -1,5 +1,6 @@
 // The main job, end to end, on `metalbox lab` (src/lab): one QEMU machine (TCG) behind an ipmi_sim BMC, in a
-// network namespace, with metalbox serving it as it serves a rack. Nothing is faked: the machine is registered
+// network namespace, with metalbox serving it as it serves a rack (a second machine enlists beside it, to prove
+// that simultaneous enlisting boots are told apart). Nothing is faked: the machine is registered
 // by its BMC alone; metalbox sets its boot device and powers it on over RMCP+; its iPXE ROM PXE-boots the
 // ephemeral environment from metalbox's DHCP/HTTP; the agent (dist/metalbox, downloaded by the VM) enlists it,
 // commissions it (the inventory must match the VM's QEMU flags), deploys the test image (image/deploy-test) to
@@ -19,7 +20,7 @@ import { ensureDeployImage } from '../helpers/deploy-image.ts';
 import { ensureEphemeral, secs } from '../helpers/ephemeral.ts';
 import { freePort, ROOT } from '../helpers/process.ts';
 
-// Cold image builds (minutes), then four TCG boots (enlist, commission, deploy + disk boot, release).
+// Cold image builds (minutes), then five TCG boots (two enlist at once; commission, deploy + disk boot, release).
 t.setTimeout(2_400_000);
 
 interface ApiMachine {
@@ -49,24 +50,25 @@ else {
       else rmSync(dir, { recursive: true, force: true });
     });
     const lab: Lab = await labUp({
-      dir: join(dir, 'lab'), name: `mbxe${process.pid % 10000}`, machines: 1, memoryMiB: 1024, diskGiB: 4, net: 236, port: await freePort(),
+      dir: join(dir, 'lab'), name: `mbxe${process.pid % 10000}`, machines: 2, memoryMiB: 1024, diskGiB: 4, net: 236, port: await freePort(),
       images: { ephemeral: { kernel: eph.kernel, initrd: eph.initrd }, deploy: { name: 'debian-12-test', kernel: dep.kernel, initrd: dep.initrd, image: dep.image } },
       metalbox: [process.execPath, '--import', 'tsx', join(ROOT, 'src/main.ts')],
       log: (line) => t.comment(line),
     });
-    const vm = lab.state.machines[0]!;
+    const [vm, other] = [lab.state.machines[0]!, lab.state.machines[1]!];
     const id = vm.machineId!;
     t.ok(id, `registered by its BMC (${vm.bmc.address}) alone as machine ${id}`);
+    t.ok(other.machineId && other.machineId !== id, `and a second one (${other.bmc.address}) as machine ${other.machineId}`);
     const phases: [string, number][] = [['lab up (images cached, metalbox started, machine registered)', performance.now() - t0]];
 
-    const machine = () => lab.api<ApiMachine>('GET', `/api/v1/machines/${id}`);
+    const machine = (which = id) => lab.api<ApiMachine>('GET', `/api/v1/machines/${which}`);
     const events = async () => (await lab.api<{ items: ApiEvent[] }>('GET', `/api/v1/machines/${id}/timeline?limit=1000`)).items;
     const tail = () => lab.serial(vm).split('\n').slice(-25).join('\n');
     /** Polls until `done(machine)`; a failed state or the deadline fails the test with the events and the console. */
-    const until = async (what: string, timeoutMs: number, done: (m: ApiMachine) => boolean): Promise<ApiMachine> => {
+    const until = async (what: string, timeoutMs: number, done: (m: ApiMachine) => boolean, which = id): Promise<ApiMachine> => {
       const deadline = performance.now() + timeoutMs;
       for (;;) {
-        const m = await machine();
+        const m = await machine(which);
         if (done(m)) return m;
         if (/^Failed|^Broken/.test(m.state) || performance.now() > deadline) {
           const evs = (await events()).slice(-15).map((e) => `${e.at} ${e.type} ${JSON.stringify(e.data).slice(0, 300)}`).join('\n');
@@ -83,8 +85,15 @@ else {
       return r;
     };
 
-    // 1. Enlistment: metalbox powered it on to boot from the network; the agent reported its hardware.
-    const enlisted = await phase('enlist (power on by BMC, PXE, agent inventory, power off)', () => until('enlist', 600_000, (m) => m.inventory !== undefined && !lab.running(vm)));
+    // 1. Enlistment: metalbox powered both on to boot from the network at once; each agent reported its hardware,
+    // and each boot was linked to the machine of its own BMC (by the system UUID the BMC reported at registration).
+    const enlisted = await phase('enlist, two machines at once (power on by BMC, PXE, agent inventory, power off)', async () => {
+      const [a, b] = await Promise.all([until('enlist', 600_000, (m) => m.inventory !== undefined && !lab.running(vm)),
+        until('enlist of the second machine', 600_000, (m) => m.inventory !== undefined && !lab.running(other), other.machineId)]);
+      t.same(b.macs, [other.mac], 'the second machine\'s boot was linked to the second BMC\'s machine');
+      return a;
+    });
+    t.equal((await lab.api<{ total: number }>('GET', '/api/v1/machines')).total, 2, 'no extra machine was made for either boot');
     t.same(lab.bmcEvents(vm).slice(0, 2), ['boot pxe', 'power 1'], 'metalbox set boot device PXE, then powered it on, through its BMC');
     t.equal(enlisted.state, 'New', 'enlisted as New');
     t.match(enlisted.hostname, /^[a-z0-9-]+$/, `with a generated host name (${enlisted.hostname})`);

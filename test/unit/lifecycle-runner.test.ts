@@ -26,6 +26,13 @@ class FakeBmc implements LifecyclePower {
   signals: (AbortSignal | undefined)[] = [];
 
   async get(id: string): Promise<unknown> { return this.machines.has(id) ? { id: `bmc-${id}` } : undefined; }
+  /** What each machine's BMC says its system UUID is (Get System GUID); an Error is thrown instead. */
+  readonly uuids = new Map<string, string | Error>();
+  async test(id: string) {
+    const u = this.uuids.get(id);
+    if (u instanceof Error) throw u;
+    return { info: u === undefined ? {} : { systemUuid: u } };
+  }
   async power(id: string, action: PowerAction, actor: string, signal?: AbortSignal) {
     return this.call(id, `power ${action}`, actor, signal);
   }
@@ -202,6 +209,28 @@ t.test('registered by its BMC alone: next boot pxe, power on, marked as enlistin
   await g.runner.idle();
   t.equal(g.registry.get(n.id)!.enlistment, undefined, 'not marked when the power on failed');
   t.match((await g.effects()).at(-1), { data: { effect: 'power on', result: 'failed', code: 'BMC_AUTH_FAILED' } });
+});
+
+t.test('registered by its BMC alone: the system UUID the BMC reports becomes the machine\'s (how its enlisting boot is recognised)', async (t) => {
+  const f = await fixture(t);
+  const uuid = '8B3C6A52-2F0E-4C7B-9D55-0A1B2C3D0001';
+  const reg = (u: string | Error | undefined) => f.registry.create({}, ctx, { beforeWrite: async (draft) => { f.bmc.machines.add(draft.id); if (u !== undefined) f.bmc.uuids.set(draft.id, u); } });
+  const a = await reg(uuid);
+  await f.runner.idle();
+  t.equal(f.registry.get(a.id)!.uuid, uuid.toLowerCase(), 'learnt from the BMC, lower case');
+  t.equal(f.registry.byUuid(uuid.toLowerCase())?.id, a.id, 'and indexed');
+  t.same(f.bmc.calls, [`${a.id} bootdev pxe by lifecycle`, `${a.id} power on by lifecycle`], 'then booted to enlist as before');
+  // Another machine whose BMC reports the same UUID (a cloned board) does not take it; a placeholder is ignored;
+  // a BMC that cannot say does not stop the enlistment.
+  const b = await reg(uuid);
+  const c = await reg('00000000-0000-0000-0000-000000000000');
+  const d = await reg(new MetalboxError('BMC_UNSUPPORTED', 'no Get System GUID'));
+  await f.runner.idle();
+  t.equal(f.registry.get(b.id)!.uuid, undefined, 'a UUID another machine has is not taken twice');
+  t.equal(f.registry.get(c.id)!.uuid, undefined, 'an all-zero placeholder is not a UUID');
+  t.equal(f.registry.get(d.id)!.uuid, undefined, 'no UUID when the BMC cannot say');
+  t.ok(f.bmc.calls.includes(`${d.id} power on by lifecycle`), 'and it is powered on to enlist all the same');
+  t.match(f.logs.join(''), /could not read the system UUID from the BMC/);
 });
 
 t.test('effects of a transition the machine has already left are skipped as superseded', async (t) => {
