@@ -219,6 +219,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,
       agent: {
         registry,
+        createBmcUser: config.lifecycle.createBmcUser,
         enrollBmc: async (machineId, b, actor) => { await bmc.add({ driver: 'ipmi', address: b.address, username: b.username, password: b.password, machineId }, actor); },
       },
     },

@@ -33,7 +33,9 @@ Builds vmlinuz + initrd.img (cached in the cache dir) and, with OUTDIR, copies t
                         (default: $DEFAULT_MODULES)
   --agent               the agent: agent-hook.sh as the hook (it fetches metalbox from the appliance and runs
                         "metalbox agent") and the C runtime that binary needs (the shared libraries of the node
-                        binary it is made from: \$METALBOX_NODE, else node in PATH)
+                        binary it is made from: \$METALBOX_NODE, else node in PATH); and dropbear, the SSH
+                        server of a rescue boot (dropbear and dropbearkey of this machine's dropbear-bin, with
+                        their shared libraries)
   --hook FILE           a program /init runs after the network check, before power-off; its environment
                         has every metalbox.NAME=VALUE of the kernel command line as METALBOX_NAME (URL, TOKEN,
                         MODE, ...) and what /init found: METALBOX_MAC, METALBOX_IF, METALBOX_IP
@@ -48,8 +50,9 @@ EOF
 }
 
 # ext4 for the agent, which mounts a deployed root to write its cloud-init seed, with crc32c_generic: ext4's
-# metadata checksums need crc32c, a soft dependency that modprobe --show-depends does not follow.
-DEFAULT_MODULES="e1000 e1000e virtio_net virtio_pci virtio_blk ata_piix sd_mod ahci nvme virtio_scsi ext4 crc32c_generic"
+# metadata checksums need crc32c, a soft dependency that modprobe --show-depends does not follow. ipmi_si and
+# ipmi_devintf give the agent the machine's own BMC as /dev/ipmi0 (src/agent/bmc.ts).
+DEFAULT_MODULES="e1000 e1000e virtio_net virtio_pci virtio_blk ata_piix sd_mod ahci nvme virtio_scsi ext4 crc32c_generic ipmi_si ipmi_devintf"
 MIRROR=""
 SUITE="bookworm"
 KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -96,9 +99,21 @@ if [ "$AGENT" = 1 ]; then
   NODE_BIN="${METALBOX_NODE:-$(command -v node || true)}"
   if [ -z "$NODE_BIN" ] || [ ! -x "$NODE_BIN" ]; then die "--agent: no node binary (set METALBOX_NODE)"; fi
   command -v ldd >/dev/null || die "ldd is missing (package libc-bin)"
+  # Rescue (src/agent/rescue.ts): dropbear and dropbearkey, Debian's dynamically linked builds (libtomcrypt,
+  # libtommath, libgmp, zlib, libcrypt), carried the same way.
+  DROPBEAR="$(command -v dropbear || echo /usr/sbin/dropbear)"
+  DROPBEARKEY="$(command -v dropbearkey || echo /usr/bin/dropbearkey)"
+  if [ ! -x "$DROPBEAR" ] || [ ! -x "$DROPBEARKEY" ]; then
+    die "--agent: dropbear is missing (package dropbear-bin; the rescue boot's SSH server)"
+  fi
+  ADDS+=("$DROPBEAR:/usr/sbin/dropbear" "$DROPBEARKEY:/usr/bin/dropbearkey")
+  declare -A SEEN=()
   while read -r lib; do
+    if [ -n "${SEEN[$lib]:-}" ]; then continue; fi
+    SEEN[$lib]=1
     ADDS+=("$(readlink -f "$lib"):$lib")
-  done < <(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  # (With several files ldd heads each one's list with "FILE:", which is not a library.)
+  done < <(ldd "$NODE_BIN" "$DROPBEAR" "$DROPBEARKEY" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }')
 fi
 [ -z "$HOOK" ] || [ -f "$HOOK" ] || die "--hook $HOOK: no such file"
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do
@@ -285,6 +300,8 @@ for a in "${ADDS[@]+"${ADDS[@]}"}"; do
 done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$STAGE/etc/passwd"
 printf 'root:x:0:\n' >"$STAGE/etc/group"
+# dropbear (rescue) lets a user in only with a shell listed here (getusershell(3)).
+printf '/bin/sh\n/bin/ash\n' >"$STAGE/etc/shells"
 chmod 1777 "$STAGE/tmp"
 
 # --- a reproducible archive ---------------------------------------------------------------------------------

@@ -34,7 +34,10 @@ export interface ClientOptions {
   /** Wait before try n (1-based). Default 1, 2, 4, 8, 8, ... s. */
   retryDelayMs?: (attempt: number) => number;
   idleMs?: number;
-  /** Least time between two progress posts (the appliance keeps 1/s per machine). */
+  /**
+   * Least time between two progress posts. The appliance keeps 1/s per machine, timed by arrival: a margin
+   * over that second keeps a post whose predecessor was slower on the wire (a new connection) from being dropped.
+   */
   progressIntervalMs?: number;
   log?: (line: string) => void;
 }
@@ -56,7 +59,7 @@ export class ApplianceClient {
       retries: 5,
       retryDelayMs: (n) => Math.min(8000, 1000 * 2 ** (n - 1)),
       idleMs: 30_000,
-      progressIntervalMs: 1000,
+      progressIntervalMs: 1200,
       log: () => undefined,
       ...opts,
     };

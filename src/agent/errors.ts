@@ -19,6 +19,13 @@ export const AGENT_ERROR_CODES = {
   AGENT_ROOT_NOT_FOUND: 'no partition of the written image holds a root file system the agent can mount (ext4, xfs, btrfs)',
   AGENT_SEED_FAILED: 'the cloud-init seed could not be written (mount, write or unmount failed)',
   AGENT_ERASE_FAILED: 'erasing a disk failed',
+  AGENT_BMC_UNAVAILABLE: 'the in-band BMC (/dev/ipmi0) could not be opened or talked to (an ioctl failed)',
+  AGENT_BMC_TIMEOUT: 'the in-band BMC did not answer a command in time (or answered "timeout", completion code 0xC3)',
+  AGENT_BMC_COMMAND_FAILED: 'the in-band BMC refused a command (a completion code other than 0) or answered it malformed',
+  AGENT_BMC_NO_LAN_CHANNEL: 'the BMC has no 802.3 LAN channel (Get Channel Info, channels 1-11)',
+  AGENT_BMC_NO_ADDRESS: 'the BMC\'s LAN channel has no IP address (0.0.0.0) for the appliance to reach it at',
+  AGENT_BMC_NO_FREE_USER: 'the BMC has no free user slot for the metalbox user (and none is named metalbox already)',
+  AGENT_RESCUE_FAILED: 'the rescue SSH server could not be started or kept running (dropbear missing, host key generation failed, it kept exiting)',
   AGENT_INTERNAL: 'an unexpected failure inside the agent',
 } as const;
 

@@ -1,21 +1,25 @@
 // `metalbox agent`: what runs inside the ephemeral environment as root (the hook of /init), talking to the
 // appliance over the agent API with the per-boot token (.notes/agent-contract.md).
 //
-//   enlist      inventory -> POST inventory -> POST done -> power off
-//   commission  GET task -> inventory (+ in-band BMC) -> POST inventory -> POST done -> power off
+//   enlist      inventory (+ the in-band BMC's address) -> POST inventory -> POST done -> power off
+//   commission  GET task -> inventory (+ in-band BMC: its address; with bmcUser.create a metalbox user, bmc.ts)
+//               -> POST inventory -> POST done (with the BMC user's credentials) -> power off
 //   deploy      GET task -> image onto the disk, grow, cloud-init seed -> POST done -> reboot
 //   release     GET task -> erase (none | quick | full) -> POST done -> power off
-//   rescue/none GET task -> exit 0 (the environment stays as /init leaves it)
+//   rescue      GET task -> SSH server with the task's keys, stays up (rescue.ts); without keys: exit 0
+//   none        GET task -> exit 0 (the environment stays as /init leaves it)
 //
 // Any failure is reported with POST done {ok: false, error: {code, message}} before the agent exits 1.
-// The token is never printed.
+// The token and the BMC user's password are never printed.
 
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { openIpmiDevice } from '../lib/ipmi-device.ts';
 import { openBlockDevice } from './block-device.ts';
+import { createBmcUser, InbandBmc, openInbandBmc, type BmcTransport } from './bmc.ts';
 import { ApplianceClient, type DoneBody } from './client.ts';
 import { deploy } from './deploy.ts';
 import { listDisks } from './disks.ts';
@@ -24,6 +28,7 @@ import { eraseDisk } from './erase.ts';
 import { AgentError, describe, errno, isAgentError } from './errors.ts';
 import { collectInventory, systeminformation, type Inventory, type SystemInfoSource } from './inventory.ts';
 import { powerAction, type PowerAction } from './power.ts';
+import { rescue, spawnProgram, type Spawn } from './rescue.ts';
 import { runProgram, type Run } from './run.ts';
 import { REAL_ROOTS, type Roots } from './sysfs.ts';
 import type { AgentTask, EraseMode } from './task.ts';
@@ -43,6 +48,16 @@ export interface AgentDeps {
   mountDir: string;
   retryDelayMs?: (attempt: number) => number;
   resumeDelayMs?: number;
+  /** The in-band BMC, opened (undefined: none). Default: /dev/ipmi0 through the native addon (bmc.ts). */
+  openBmc?: (log: (line: string) => void) => Promise<BmcTransport | undefined>;
+  /** Bound on one BMC command (default 10 s). */
+  bmcTimeoutMs?: number;
+  /** Starts dropbear for rescue. */
+  spawn: Spawn;
+  /** root's home and dropbear's key directory (default /root, /etc/dropbear). */
+  rescueDirs?: { home: string; hostKeys: string };
+  /** Ends a rescue (tests); a real one lasts until the machine is powered off. */
+  rescueSignal?: AbortSignal;
 }
 
 export const DEFAULT_ENV_FILE = '/run/metalbox/env';
@@ -85,6 +100,7 @@ export async function runAgent(argv: string[], env: NodeJS.ProcessEnv, io: Agent
     run: runProgram,
     systemInfo: systeminformation,
     power: (action) => powerAction(action, runProgram),
+    spawn: spawnProgram,
     ephemeral: existsSync('/etc/metalbox/build'),
     // One per process: a person running the agent by hand beside a test must not share a mount point.
     mountDir: path.join(existsSync('/etc/metalbox/build') ? '/run/metalbox' : tmpdir(), `metalbox-target-${process.pid}`),
@@ -116,7 +132,7 @@ export async function runAgent(argv: string[], env: NodeJS.ProcessEnv, io: Agent
       const task = await client.task();
       mode = task.mode;
       log(`task: ${describeTask(task)}`);
-      after = await perform(task, client, deps, flags.disk, log);
+      after = await perform(task, client, deps, flags.disk, log, { ip: config.ip, out: (line) => io.out(`${line}\n`) });
     }
     io.out(`METALBOX-AGENT-DONE mode=${mode} ok=true\n`);
     if (after !== undefined) {
@@ -157,16 +173,25 @@ function describeTask(task: AgentTask): string {
     case 'deploy': return `deploy ${task.deploy.hostname} onto ${task.deploy.disk} (${task.deploy.compression})`;
     case 'release': return `release, erase ${task.release.erase}`;
     case 'commission': return `commission${task.bmcUser?.create ? ', create a BMC user' : ''}`;
+    case 'rescue': return `rescue with ${task.rescue.sshKeys.length} SSH key(s)`;
     default: return task.mode;
   }
 }
 
 /** Does the task; returns what to do with the machine afterwards. */
-async function perform(task: AgentTask, client: ApplianceClient, deps: AgentDeps, disk: string | undefined, log: (l: string) => void): Promise<PowerAction | undefined> {
+async function perform(task: AgentTask, client: ApplianceClient, deps: AgentDeps, disk: string | undefined, log: (l: string) => void,
+  ctx: { ip: string | undefined; out: (line: string) => void }): Promise<PowerAction | undefined> {
   switch (task.mode) {
     case 'none':
+      log('nothing to do');
+      return undefined;
     case 'rescue':
-      log(task.mode === 'none' ? 'nothing to do' : 'rescue: nothing for the agent to do');
+      await rescue(task.rescue, {
+        run: deps.run, spawn: deps.spawn, homeDir: deps.rescueDirs?.home ?? '/root', hostKeyDir: deps.rescueDirs?.hostKeys ?? '/etc/dropbear',
+        procDir: deps.roots.proc, address: ctx.ip, log, out: ctx.out, progress: (p) => client.progress(p),
+        ...(deps.rescueSignal !== undefined ? { signal: deps.rescueSignal } : {}),
+      });
+      await client.settleProgress();
       return undefined;
     case 'commission':
       await enlistOrCommission(client, deps, log, 'commission', task.bmcUser?.create === true);
@@ -189,31 +214,61 @@ async function perform(task: AgentTask, client: ApplianceClient, deps: AgentDeps
 }
 
 async function enlistOrCommission(client: ApplianceClient, deps: AgentDeps, log: (l: string) => void, mode: 'enlist' | 'commission', bmcUser: boolean): Promise<void> {
-  if (deps.ephemeral) {
-    // The in-band BMC appears only with its drivers loaded (no udev here); absent modules fail harmlessly.
-    for (const m of ['ipmi_si', 'ipmi_devintf']) await deps.run('modprobe', [m], { timeoutMs: 20_000 });
-  }
-  const t0 = performance.now();
-  let inventory: Inventory;
+  // First the BMC: opening it loads its drivers (no udev here), which the inventory then sees.
+  const openBmc = deps.openBmc ?? ((l: (line: string) => void) => openInbandBmc({
+    roots: deps.roots, run: deps.run, loadModules: deps.ephemeral, open: (p) => openIpmiDevice(p), log: l,
+  }));
+  let bmc: BmcTransport | undefined;
   try {
-    inventory = await collectInventory(deps.roots, await deps.systemInfo());
+    bmc = await openBmc(log);
   } catch (err) {
-    throw new AgentError('AGENT_INVENTORY_FAILED', describe(err), { cause: err });
+    // Asked for a BMC user: that is a failure of the commissioning. Otherwise the address is only a nicety.
+    if (bmcUser) throw err;
+    log(`in-band BMC: ${describe(err)}`);
   }
-  const ms = Math.round(performance.now() - t0);
-  log(`inventory in ${ms} ms: ${inventory.cpu.sockets} x ${inventory.cpu.model}, ${inventory.cpu.cores} cores, ${inventory.cpu.threads} threads; `
-    + `${(inventory.memoryBytes / 2 ** 30).toFixed(1)} GiB; ${inventory.firmware}; ${inventory.disks.length} disk(s); ${inventory.nics.length} NIC(s)`
-    + `${inventory.bmc?.present ? '; in-band BMC present' : ''}`);
-  if (bmcUser) {
-    // See bmc.ts: needs IPMI ioctls on /dev/ipmi0 that the agent cannot issue yet.
-    const why = inventory.bmc?.present ? 'creating a BMC user is not supported by this agent yet (no IPMI ioctl)' : 'no in-band BMC (/dev/ipmi0) to create a user on';
-    log(why);
-    client.progress({ phase: 'bmc', message: why });
+  try {
+    const t0 = performance.now();
+    let inventory: Inventory;
+    try {
+      inventory = await collectInventory(deps.roots, await deps.systemInfo());
+    } catch (err) {
+      throw new AgentError('AGENT_INVENTORY_FAILED', describe(err), { cause: err });
+    }
+    const ms = Math.round(performance.now() - t0);
+    log(`inventory in ${ms} ms: ${inventory.cpu.sockets} x ${inventory.cpu.model}, ${inventory.cpu.cores} cores, ${inventory.cpu.threads} threads; `
+      + `${(inventory.memoryBytes / 2 ** 30).toFixed(1)} GiB; ${inventory.firmware}; ${inventory.disks.length} disk(s); ${inventory.nics.length} NIC(s)`
+      + `${bmc !== undefined || inventory.bmc?.present ? '; in-band BMC present' : ''}`);
+
+    const done: DoneBody = { mode, ok: true };
+    const opts = { log, ...(deps.bmcTimeoutMs !== undefined ? { timeoutMs: deps.bmcTimeoutMs } : {}) };
+    if (bmc !== undefined && bmcUser) {
+      const t1 = performance.now();
+      const user = await createBmcUser(bmc, opts);
+      inventory.bmc = { present: true, address: user.address };
+      done.bmc = { address: user.address, username: user.username, password: user.password };
+      const what = `BMC user "${user.username}" (id ${user.userId}${user.reused ? ', taken over' : ''}) with ADMINISTRATOR on LAN channel ${user.channel}, BMC at ${user.address}`;
+      log(`${what} in ${Math.round(performance.now() - t1)} ms`);
+      client.progress({ phase: 'bmc', message: what });
+    } else if (bmc !== undefined) {
+      try {
+        const lan = await new InbandBmc(bmc, opts).lan();
+        inventory.bmc = { present: true, address: lan.address };
+        log(`in-band BMC at ${lan.address} (LAN channel ${lan.channel}, ${lan.source})`);
+      } catch (err) {
+        inventory.bmc = { present: true };
+        log(`in-band BMC: address unknown: ${describe(err)}`);
+      }
+    } else if (bmcUser) {
+      const why = 'no in-band BMC (/dev/ipmi0) to create a user on';
+      log(why);
+      client.progress({ phase: 'bmc', message: why });
+    }
+    const reply = await client.inventory(inventory);
+    log(`inventory accepted${reply.machineId !== undefined ? `: machine ${reply.machineId}` : ''}${reply.hostname !== undefined ? ` (${reply.hostname})` : ''}`);
+    await client.done(done);
+  } finally {
+    await bmc?.close().catch((err: unknown) => log(`closing the BMC device: ${describe(err)}`));
   }
-  const reply = await client.inventory(inventory);
-  log(`inventory accepted${reply.machineId !== undefined ? `: machine ${reply.machineId}` : ''}${reply.hostname !== undefined ? ` (${reply.hostname})` : ''}`);
-  const done: DoneBody = { mode, ok: true };
-  await client.done(done);
 }
 
 async function release(erase: EraseMode, client: ApplianceClient, deps: AgentDeps, disk: string | undefined, log: (l: string) => void): Promise<void> {

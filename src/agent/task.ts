@@ -39,7 +39,7 @@ export type AgentTask =
   | { mode: 'commission'; bmcUser?: { create: boolean } }
   | { mode: 'deploy'; deploy: DeployTask }
   | { mode: 'release'; release: { erase: EraseMode } }
-  | { mode: 'rescue' }
+  | { mode: 'rescue'; rescue: { sshKeys: string[] } }
   | { mode: 'none' };
 
 const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -74,6 +74,11 @@ function strList(o: Record<string, unknown>, key: string, field: string, check: 
   });
 }
 
+/** authorized_keys lines: each one non-empty line without NUL (cloud-init and the rescue write them as given). */
+function sshKeyList(o: Record<string, unknown>, key: string, field: string): string[] {
+  return strList(o, key, field, (k) => k.trim() !== '' && !/[\r\n\0]/.test(k), 'must be one non-empty line') ?? [];
+}
+
 function httpUrl(value: string, base: string, field: string): string {
   let url: URL;
   try {
@@ -91,8 +96,14 @@ export function parseTask(body: unknown, baseUrl: string): AgentTask {
   const mode = body.mode;
   switch (mode) {
     case 'none':
-    case 'rescue':
       return { mode };
+    case 'rescue': {
+      // The keys root may log in with over SSH (src/agent/rescue.ts); none: no SSH server.
+      const r = body.rescue;
+      if (r === undefined || r === null) return { mode, rescue: { sshKeys: [] } };
+      if (!isRecord(r)) bad('rescue', 'must be an object');
+      return { mode, rescue: { sshKeys: sshKeyList(r, 'sshKeys', 'rescue.sshKeys') } };
+    }
     case 'commission': {
       const b = body.bmcUser;
       if (b === undefined || b === null) return { mode };
@@ -122,8 +133,7 @@ function parseDeploy(d: unknown, baseUrl: string): DeployTask {
   if (!(COMPRESSIONS as readonly unknown[]).includes(compression)) bad('deploy.compression', `must be one of ${COMPRESSIONS.join(', ')}`);
   const hostname = str(d, 'hostname', 'deploy.hostname');
   if (!HOSTNAME.test(hostname)) bad('deploy.hostname', 'is not an RFC 1123 host name');
-  // An authorized_keys line: one line, no NUL. cloud-init writes them as given.
-  const sshKeys = strList(d, 'sshKeys', 'deploy.sshKeys', (k) => k.trim() !== '' && !/[\r\n\0]/.test(k), 'must be one non-empty line') ?? [];
+  const sshKeys = sshKeyList(d, 'sshKeys', 'deploy.sshKeys');
   const n = d.network;
   if (!isRecord(n)) bad('deploy.network', 'must be an object');
   const mac = str(n, 'mac', 'deploy.network.mac').toLowerCase().replaceAll('-', ':');

@@ -78,7 +78,8 @@ metalbox logout
 metalbox machines list [--state S] [--tag T] [--mac M] [--hostname H] [--sort F] [--order asc|desc] [--limit N] [--all]
 metalbox machines show ID | create --mac MAC [--hostname H] [--tag T] | update ID [--hostname H] [--tag T] | delete ID
 metalbox machines ${MACHINE_ACTIONS.join('|')} ID [--reason TEXT]
-    deploy: [--image NAME] [--disk auto|/dev/X|SERIAL] [--ssh-key-file FILE ...]; release: [--erase none|quick|full]
+    deploy: [--image NAME] [--disk auto|/dev/X|SERIAL] [--ssh-key-file FILE ...]; rescue: [--ssh-key-file FILE ...];
+    release: [--erase none|quick|full]
 metalbox machines power ID on|off|soft-off|cycle|reset|status | bootdev ID pxe|disk [--persistent] [--efi]
 metalbox machines events ID | timeline ID
 metalbox events [--follow]                           the live event stream (state changes, leases, BMC actions)
@@ -424,10 +425,10 @@ complete -F _metalbox metalbox
 /** The body of a machine action: its reason, and deploy's and release's own options (only with those verbs). */
 function actionBody(verb: string, v: Values): Record<string, unknown> {
   const body: Record<string, unknown> = v.reason ? { reason: v.reason } : {};
-  const deployOnly = { image: v.image, disk: v.disk, 'ssh-key-file': v['ssh-key-file'] };
-  for (const [flag, value] of Object.entries(deployOnly)) {
+  for (const [flag, value] of Object.entries({ image: v.image, disk: v.disk })) {
     if (value !== undefined && verb !== 'deploy') throw new MetalboxError('CLI_USAGE', `--${flag} goes with machines deploy`);
   }
+  if (v['ssh-key-file'] !== undefined && verb !== 'deploy' && verb !== 'rescue') throw new MetalboxError('CLI_USAGE', '--ssh-key-file goes with machines deploy and rescue');
   if (v.erase !== undefined && verb !== 'release') throw new MetalboxError('CLI_USAGE', '--erase goes with machines release');
   if (v.image !== undefined) body.image = v.image;
   if (v.disk !== undefined) body.disk = v.disk;

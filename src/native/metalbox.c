@@ -10,6 +10,8 @@
 //   udp         IPv4 UDP sockets bound to a device, with the arrival interface (IP_PKTINFO), received
 //               through libuv; DHCP, proxyDHCP, TFTP, DNS and NTP share them (src/lib/udp-socket.ts)
 //   interfaces  if_nametoindex(3) / if_indextoname(3), and ARP entries (arp(7) SIOCSARP)
+//   ipmi        the kernel's IPMI device (/dev/ipmi0): one request to the BMC and its response, on a libuv
+//               worker thread (src/lib/ipmi-device.ts; the in-band BMC of the agent, src/agent/bmc.ts)
 //   module      the export table
 //
 // Rules: never block the event loop (every send is non-blocking); never raise SIGPIPE (MSG_NOSIGNAL);
@@ -24,10 +26,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/ipmi.h>
 #include <linux/sock_diag.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,6 +43,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sendfile.h"
@@ -57,15 +63,16 @@ static const char *errno_name(int err) {
     NAME(ENOPROTOOPT) NAME(EPROTONOSUPPORT) NAME(EOPNOTSUPP) NAME(EAFNOSUPPORT) NAME(EADDRINUSE)
     NAME(EADDRNOTAVAIL) NAME(ENETDOWN) NAME(ENETUNREACH) NAME(ECONNRESET) NAME(ENOBUFS) NAME(EISCONN)
     NAME(ENOTCONN) NAME(ETIMEDOUT) NAME(ECONNREFUSED) NAME(EHOSTUNREACH) NAME(ENODEV) NAME(ENXIO)
+    NAME(ENOTTY) NAME(EBUSY) NAME(EBADMSG) NAME(ECANCELED)
 #undef NAME
     default: return NULL;
   }
 }
 
-// Throws an Error shaped like Node's own system errors:
+// An Error shaped like Node's own system errors (errno_error makes it, throw_errno throws it):
 //   message "ENOENT: No such file or directory, sendto '/run/systemd/notify'", code, errno (negative,
 //   as libuv reports it), syscall, path.
-static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+static napi_value errno_error(napi_env env, int err, const char *syscall, const char *path) {
   char code_buf[32];
   const char *code = errno_name(err);
   if (code == NULL) {
@@ -86,8 +93,7 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
   if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &js_code) != napi_ok ||
       napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &js_message) != napi_ok ||
       napi_create_error(env, js_code, js_message, &error) != napi_ok) {
-    napi_throw_error(env, code, message);
-    return;
+    return NULL;
   }
   if (napi_create_int32(env, -err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
   if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok) {
@@ -95,6 +101,15 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
   }
   if (path != NULL && napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &value) == napi_ok) {
     napi_set_named_property(env, error, "path", value);
+  }
+  return error;
+}
+
+static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_value error = errno_error(env, err, syscall, path);
+  if (error == NULL) {
+    napi_throw_error(env, errno_name(err), strerror(err));
+    return;
   }
   napi_throw(env, error);
 }
@@ -1112,6 +1127,254 @@ static napi_value arp_add(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ipmi
+//
+// The machine's own BMC through the kernel's IPMI message handler (ipmi_msghandler + ipmi_si + ipmi_devintf,
+// Documentation/driver-api/ipmi.rst, include/uapi/linux/ipmi.h). A request goes to the system interface
+// address (IPMI_SYSTEM_INTERFACE_ADDR_TYPE, channel IPMI_BMC_CHANNEL, LUN 0) with IPMICTL_SEND_COMMAND; the
+// response is queued on the fd, which poll(2) reports readable, and IPMICTL_RECEIVE_MSG_TRUNC takes it.
+// The kernel times out a BMC that never answers by itself (it then queues a response with a completion
+// code of its own), but only after its retries; ours is the caller's bound.
+//
+//   ipmiOpen(path) -> fd                open(2) O_RDWR | O_CLOEXEC
+//   ipmiRequest(fd, netfn, cmd, data, timeoutMs) -> Promise<{ completionCode, data }>
+//                                       send, wait and receive on a libuv worker thread (the wait may last
+//                                       timeoutMs: never on the event loop). ETIMEDOUT when no response came.
+//   ipmiClose(fd)                       close(2)
+//
+// One request at a time per fd (the TypeScript wrapper queues them): responses are matched to their request
+// by msgid, and a response that arrives after its request gave up (another msgid) is read and dropped, so a
+// late answer can never pass for the next request's. Events and commands from elsewhere are not asked for
+// (no IPMICTL_SET_GETS_EVENTS_CMD, no IPMICTL_REGISTER_FOR_CMD), and would be dropped the same way.
+
+// IPMI messages carry at most this much (the kernel's IPMI_MAX_MSG_LENGTH, including the completion code).
+#define IPMI_DATA_MAX IPMI_MAX_MSG_LENGTH
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd;
+  unsigned char netfn, cmd;
+  unsigned short request_len;
+  unsigned char request[IPMI_DATA_MAX];
+  uint32_t timeout_ms;
+  // results, written by the worker thread, read on the main thread once it is done
+  int error;
+  const char *syscall;
+  unsigned short response_len;
+  unsigned char response[IPMI_DATA_MAX];
+} ipmi_job;
+
+// msgids only need to differ between requests still in the kernel's queue on one fd; a process-wide
+// counter does that for every fd.
+static atomic_long ipmi_next_msgid = 1;
+
+static int64_t monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// On a worker thread: no Node-API here.
+static void ipmi_execute(napi_env env, void *data) {
+  ipmi_job *job = data;
+  long msgid = atomic_fetch_add(&ipmi_next_msgid, 1);
+  struct ipmi_system_interface_addr to = {
+    .addr_type = IPMI_SYSTEM_INTERFACE_ADDR_TYPE,
+    .channel = IPMI_BMC_CHANNEL,
+    .lun = 0,
+  };
+  struct ipmi_req req = {
+    .addr = (unsigned char *)&to,
+    .addr_len = sizeof to,
+    .msgid = msgid,
+    .msg = {.netfn = job->netfn, .cmd = job->cmd, .data_len = job->request_len, .data = job->request},
+  };
+  int rc;
+  do {
+    rc = ioctl(job->fd, IPMICTL_SEND_COMMAND, &req);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    job->error = errno;
+    job->syscall = "ioctl(IPMICTL_SEND_COMMAND)";
+    return;
+  }
+
+  int64_t deadline = monotonic_ms() + job->timeout_ms;
+  for (;;) {
+    int64_t left = deadline - monotonic_ms();
+    if (left <= 0) {
+      job->error = ETIMEDOUT;
+      job->syscall = "poll";
+      return;
+    }
+    struct pollfd pfd = {.fd = job->fd, .events = POLLIN};
+    rc = poll(&pfd, 1, (int)left);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) {
+      job->error = errno;
+      job->syscall = "poll";
+      return;
+    }
+    if (rc == 0) continue;  // the deadline is checked at the top
+
+    struct ipmi_addr from;
+    unsigned char buf[IPMI_DATA_MAX];
+    struct ipmi_recv recv = {
+      .addr = (unsigned char *)&from,
+      .addr_len = sizeof from,
+      .msg = {.data = buf, .data_len = sizeof buf},
+    };
+    rc = ioctl(job->fd, IPMICTL_RECEIVE_MSG_TRUNC, &recv);
+    // EMSGSIZE: the message did not fit and was cut to the buffer (and taken off the queue). The buffer
+    // holds the largest message there is, so this cannot happen; a cut response still carries its code.
+    if (rc < 0 && errno != EMSGSIZE) {
+      if (errno == EINTR || errno == EAGAIN) continue;  // EAGAIN: woken, but the queue was empty
+      job->error = errno;
+      job->syscall = "ioctl(IPMICTL_RECEIVE_MSG_TRUNC)";
+      return;
+    }
+    if (recv.recv_type != IPMI_RESPONSE_RECV_TYPE || recv.msgid != msgid) continue;  // not ours: dropped
+    if (recv.msg.data_len < 1) {
+      // Every response starts with its completion code (IPMI v2.0 §5.2).
+      job->error = EBADMSG;
+      job->syscall = "ioctl(IPMICTL_RECEIVE_MSG_TRUNC)";
+      return;
+    }
+    job->response_len = recv.msg.data_len;
+    memcpy(job->response, buf, recv.msg.data_len);
+    return;
+  }
+}
+
+// Back on the main thread: settle the promise.
+static void ipmi_complete(napi_env env, napi_status status, void *data) {
+  ipmi_job *job = data;
+  napi_value result = NULL;
+  bool ok = false;
+  if (status != napi_ok) {
+    result = errno_error(env, ECANCELED, "ipmiRequest", NULL);
+  } else if (job->error != 0) {
+    result = errno_error(env, job->error, job->syscall, NULL);
+  } else {
+    napi_value cc, body;
+    void *copy = NULL;
+    if (napi_create_object(env, &result) == napi_ok &&
+        napi_create_uint32(env, job->response[0], &cc) == napi_ok &&
+        napi_create_buffer(env, job->response_len - 1u, &copy, &body) == napi_ok) {
+      if (job->response_len > 1) memcpy(copy, job->response + 1, job->response_len - 1u);
+      ok = napi_set_named_property(env, result, "completionCode", cc) == napi_ok &&
+           napi_set_named_property(env, result, "data", body) == napi_ok;
+    }
+    if (!ok) result = NULL;
+  }
+  if (result == NULL) {
+    // Node-API itself failed (out of memory): reject with whatever error is pending, or a plain one.
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) napi_get_and_clear_last_exception(env, &result);
+    else napi_create_string_utf8(env, "ipmiRequest: could not build the result", NAPI_AUTO_LENGTH, &result);
+    ok = false;
+  }
+  if (ok) napi_resolve_deferred(env, job->deferred, result);
+  else napi_reject_deferred(env, job->deferred, result);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+// ipmiOpen(path: string) -> fd. Throws ENOENT (no such device: the drivers are not loaded), EACCES, ...
+static napi_value ipmi_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "ipmiOpen(path) needs one argument");
+    return NULL;
+  }
+  char *path = cstring_arg(env, argv[0], "path");
+  if (path == NULL) return NULL;
+  int fd;
+  do {
+    fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  napi_value result;
+  NAPI_CALL(env, napi_create_int32(env, fd, &result));
+  return result;
+}
+
+// ipmiRequest(fd, netfn, cmd, data: Buffer, timeoutMs) -> Promise<{ completionCode: number, data: Buffer }>
+// `data` is the request's data (no completion code); the response's `data` follows its completion code.
+static napi_value ipmi_request(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "ipmiRequest(fd, netfn, cmd, data, timeoutMs) needs five arguments");
+    return NULL;
+  }
+  uint32_t fd, netfn, cmd, timeout_ms;
+  if (!uint_arg(env, argv[0], "fd", INT32_MAX, &fd) || !uint_arg(env, argv[1], "netfn", 0x3f, &netfn) ||
+      !uint_arg(env, argv[2], "cmd", 0xff, &cmd) || !uint_arg(env, argv[4], "timeoutMs", 600000, &timeout_ms)) {
+    return NULL;
+  }
+  bool is_buffer = false;
+  void *bytes = NULL;
+  size_t len = 0;
+  NAPI_CALL(env, napi_is_buffer(env, argv[3], &is_buffer));
+  if (is_buffer) NAPI_CALL(env, napi_get_buffer_info(env, argv[3], &bytes, &len));
+  if (!is_buffer || len > IPMI_DATA_MAX) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "The \"data\" argument must be a Buffer of at most 272 bytes");
+    return NULL;
+  }
+  ipmi_job *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  job->fd = (int)fd;
+  job->netfn = (unsigned char)netfn;
+  job->cmd = (unsigned char)cmd;
+  job->request_len = (unsigned short)len;
+  if (len > 0) memcpy(job->request, bytes, len);
+  job->timeout_ms = timeout_ms;
+
+  napi_value promise, name;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "metalbox:ipmiRequest", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, ipmi_execute, ipmi_complete, job, &job->work) != napi_ok) {
+    free(job);
+    NAPI_CALL(env, napi_generic_failure);
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    free(job);
+    NAPI_CALL(env, napi_generic_failure);
+  }
+  return promise;
+}
+
+// ipmiClose(fd). The caller makes sure no request of this fd is still running.
+static napi_value ipmi_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t fd;
+  if (argc < 1 || !uint_arg(env, argv[0], "fd", INT32_MAX, &fd)) {
+    if (argc < 1) napi_throw_type_error(env, "ERR_MISSING_ARGS", "ipmiClose(fd) needs one argument");
+    return NULL;
+  }
+  // close(2): on Linux the fd is released even when close reports an error (EINTR included): no retry.
+  if (close((int)fd) != 0 && errno != EINTR) throw_errno(env, errno, "close", NULL);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 // module
 
 static void finalize_state(napi_env env, void *data, void *hint) {
@@ -1141,6 +1404,9 @@ NAPI_MODULE_INIT() {
     {"ifNameToIndex", NULL, if_name_to_index, NULL, NULL, NULL, napi_enumerable, NULL},
     {"ifIndexToName", NULL, if_index_to_name, NULL, NULL, NULL, napi_enumerable, NULL},
     {"arpAdd", NULL, arp_add, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ipmiOpen", NULL, ipmi_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ipmiRequest", NULL, ipmi_request, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ipmiClose", NULL, ipmi_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof exports_table / sizeof exports_table[0], exports_table));
   napi_property_descriptor sendfile_table[METALBOX_SENDFILE_PROPERTIES];

@@ -145,7 +145,7 @@ else {
 
     // Nothing silent: the machine's timeline has every layer of all this.
     const types = new Set((await events()).map((e) => e.type));
-    for (const type of ['lease.bound', 'boot.http', 'machine.state', 'machine.state.effect', 'bmc.power', 'bmc.bootdev', 'boot.agent.done', 'boot.agent.phone-home']) {
+    for (const type of ['lease.bound', 'boot.http', 'machine.state', 'machine.state.effect', 'bmc.power', 'bmc.bootdev', 'boot.agent.task', 'boot.agent.progress', 'boot.agent.done', 'boot.agent.phone-home']) {
       t.ok(types.has(type), `the timeline has ${type} events`);
     }
     t.comment(`phase times (QEMU TCG, 1 vCPU, ${vm.memoryMiB} MiB):\n${phases.map(([n, ms]) => `  ${n.padEnd(62)} ${secs(ms).padStart(6)} s`).join('\n')}`);

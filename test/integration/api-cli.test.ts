@@ -92,6 +92,7 @@ t.test('metalbox login, machines, tokens and logout against a running server', {
   t.match(badImage.err, /VALIDATION_FAILED/);
   const misplaced = await mbx(['machines', 'deploy', machine.id, '--erase', 'quick']);
   t.equal(misplaced.code, 2, '--erase goes with release only');
+  t.equal((await mbx(['machines', 'release', machine.id, '--ssh-key-file', join(dir, 'keys.pub')])).code, 2, '--ssh-key-file goes with deploy and rescue only');
   const badErase = await mbx(['machines', 'release', machine.id, '--erase', 'some']);
   t.equal(badErase.code, 2, '--erase none|quick|full');
   const events = JSON.parse((await mbx(['machines', 'events', machine.id, '--json'])).out) as { items: { type: string; actor: string }[] };

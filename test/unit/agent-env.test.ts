@@ -93,7 +93,10 @@ const DEPLOY = {
 t.test('parseTask: every mode, relative URLs resolved against the appliance', async (t) => {
   const base = 'http://10.77.0.1:5240';
   t.same(parseTask({ mode: 'none' }, base), { mode: 'none' });
-  t.same(parseTask({ mode: 'rescue' }, base), { mode: 'rescue' });
+  t.same(parseTask({ mode: 'rescue' }, base), { mode: 'rescue', rescue: { sshKeys: [] } }, 'an older appliance: no keys');
+  t.same(parseTask({ mode: 'rescue', rescue: { sshKeys: ['ssh-ed25519 AAAA a@b'] } }, base), { mode: 'rescue', rescue: { sshKeys: ['ssh-ed25519 AAAA a@b'] } });
+  t.throws(() => parseTask({ mode: 'rescue', rescue: { sshKeys: 'ssh-ed25519 AAAA' } }, base), { code: 'AGENT_TASK_INVALID', message: /rescue\.sshKeys must be a list/ });
+  t.throws(() => parseTask({ mode: 'rescue', rescue: [] }, base), { code: 'AGENT_TASK_INVALID', message: /rescue must be an object/ });
   t.same(parseTask({ mode: 'commission' }, base), { mode: 'commission' });
   t.same(parseTask({ mode: 'commission', bmcUser: { create: true } }, base), { mode: 'commission', bmcUser: { create: true } });
   t.same(parseTask({ mode: 'release' }, base), { mode: 'release', release: { erase: 'none' } });

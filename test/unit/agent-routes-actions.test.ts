@@ -67,3 +67,21 @@ t.test('release {erase}: stored with the transition (quick by default); other ac
   await act('release', {});
   t.match(f.registry.get(m.id)!.release, { erase: 'quick' });
 });
+
+t.test('rescue {sshKeys}: stored with the transition; without keys the record names none (the deployment\'s are used)', async (t) => {
+  const { f, m, act } = await readyMachine();
+  const res = await act('rescue', { sshKeys: [KEY], reason: 'disk check' });
+  t.equal(res.statusCode, 200, res.body);
+  t.match(res.json().machine, { state: 'Rescue', rescue: { sshKeys: [KEY], requestedBy: 'operator-user', requestedAt: String } });
+  t.equal((await act('exit-rescue', {})).statusCode, 200);
+  const bare = await act('rescue', {});
+  t.equal(bare.statusCode, 200);
+  t.same(Object.keys(bare.json().machine.rescue).sort(), ['requestedAt', 'requestedBy'], 'a new request replaces the last one whole');
+  await act('exit-rescue', {});
+  for (const body of [{ sshKeys: ['ssh-ed25519 AAAA\nrm -rf /'] }, { sshKeys: [''] }, { sshKeys: 'ssh-ed25519 AAAA' }, { image: 'debian-12' }]) {
+    const bad = await act('rescue', body);
+    t.equal(bad.statusCode, 400, JSON.stringify(body));
+    t.equal(bad.json().code, 'VALIDATION_FAILED');
+  }
+  t.equal(f.registry.get(m.id)!.state, 'Ready', 'refused requests moved nothing');
+});

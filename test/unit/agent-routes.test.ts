@@ -237,6 +237,38 @@ t.test('commission: a BMC user is asked for when the machine has none; its crede
   t.match(await f.events('boot.agent.done'), [{ data: { bmc: { address: '10.0.0.9', username: 'metalbox' } } }]);
 });
 
+t.test('commission: createBmcUser false: no BMC user is asked for, and one reported anyway is not enrolled', async (t) => {
+  const enrolled: string[] = [];
+  const f = await fixture(t, { enrollBmc: async (id) => { enrolled.push(id); }, createBmcUser: false });
+  const m = await machineIn(f, 'Commissioning');
+  const token = await f.token({ mac: MAC, machineId: m.id, purpose: 'commission' });
+  t.same((await f.app.inject({ url: '/boot/agent/v1/task', headers: f.auth(token) })).json(), { mode: 'commission' });
+  const done = await f.app.inject({ method: 'POST', url: '/boot/agent/v1/done', headers: f.auth(token), payload: { mode: 'commission', ok: true, bmc: { address: '10.0.0.9', username: 'metalbox', password: 'x-secret-x' } } });
+  t.equal(done.statusCode, 204);
+  t.same(enrolled, [], 'not enrolled');
+  t.equal(f.registry.get(m.id)!.state, 'Ready');
+});
+
+t.test('rescue: the task carries the rescue request\'s keys, else the last deploy request\'s, else none', async (t) => {
+  const f = await fixture(t);
+  const ctx = { actor: 'test' };
+  const m = await machineIn(f, 'Ready');
+  const deployKey = 'ssh-ed25519 AAAAC3Nza deploy@lab';
+  const rescueKey = 'ssh-ed25519 AAAAC3Nza rescue@lab';
+  const task = async () => {
+    const token = await f.token({ mac: MAC, machineId: m.id, purpose: 'rescue' });
+    return (await f.app.inject({ url: '/boot/agent/v1/task', headers: f.auth(token) })).json();
+  };
+  await f.registry.act(m.id, 'rescue', { ...ctx, set: { rescue: { requestedAt: 'now' } } });
+  t.same(await task(), { mode: 'rescue', rescue: { sshKeys: [] } }, 'no keys anywhere');
+  await f.registry.amend(m.id, { set: { deployment: { image: 'debian-12', sshKeys: [deployKey] } } }, ctx, { type: 'test' });
+  t.same(await task(), { mode: 'rescue', rescue: { sshKeys: [deployKey] } }, 'the deployment\'s keys');
+  await f.registry.amend(m.id, { set: { rescue: { sshKeys: [rescueKey] } } }, ctx, { type: 'test' });
+  t.same(await task(), { mode: 'rescue', rescue: { sshKeys: [rescueKey] } }, 'the rescue request\'s keys win');
+  await f.registry.amend(m.id, { set: { rescue: { sshKeys: [] } } }, ctx, { type: 'test' });
+  t.same(await task(), { mode: 'rescue', rescue: { sshKeys: [] } }, 'an explicit empty list means none');
+});
+
 t.test('deploy: the task names the image, disk, keys, network and a fresh phone-home URL', async (t) => {
   const f = await fixture(t);
   const m = await machineIn(f, 'Deploying');

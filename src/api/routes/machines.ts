@@ -124,6 +124,7 @@ const MACHINE_PROPS = {
   commissionedAt: Type.Optional(Iso),
   inventory: Type.Optional(Type.Unknown({ description: 'hardware facts the agent reported (cpu, memoryBytes, firmware, dmi, disks, nics, bmc, reportedAt)' })),
   deployment: Type.Optional(Type.Unknown({ description: 'the last deploy request (image, disk, sshKeys, requestedAt) and its progress (writtenAt, phonedHomeAt, hostKeys)' })),
+  rescue: Type.Optional(Type.Unknown({ description: 'the last rescue request (sshKeys, requestedAt, requestedBy); without sshKeys a rescue boot takes the deployment\'s' })),
   actions: Type.Array(Type.String(), { description: 'operator actions legal in this state' }),
 };
 export const MachineSchema = Type.Object(MACHINE_PROPS);
@@ -184,12 +185,20 @@ const CreateBody = Type.Object({
 const UpdateBody = Type.Object({ hostname: Type.Optional(Hostname), tags: Type.Optional(Tags) }, { additionalProperties: false, minProperties: 1 });
 const Reason = Type.Optional(Type.String({ maxLength: MAX_REASON_LENGTH }));
 const ActionBody = Type.Object({ reason: Reason }, { additionalProperties: false });
+function sshKeysSchema(description: string) {
+  return Type.Array(Type.String({ minLength: 1, maxLength: 8192, pattern: '^[^\\r\\n]+$' }), { maxItems: 64, description });
+}
 /** deploy: what to write (the agent API hands it to the machine; src/services/boot-http/agent-routes.ts). */
 const DeployBody = Type.Object({
   reason: Reason,
   image: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'a registered image whose rootfs is the disk image; default the setting deploy.defaultImage' })),
   disk: Type.Optional(Type.String({ maxLength: 128, pattern: '^(auto|/dev/[A-Za-z0-9/_.:-]+|[A-Za-z0-9_.:-]+)$', description: "'auto' (default: the first non-removable disk), a device path, or a disk serial" })),
-  sshKeys: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 8192, pattern: '^[^\\r\\n]+$' }), { maxItems: 64, description: 'authorized_keys lines for the default user' })),
+  sshKeys: Type.Optional(sshKeysSchema('authorized_keys lines for the default user')),
+}, { additionalProperties: false });
+/** rescue: who may log in to the rescue environment (root, SSH, public keys only; src/agent/rescue.ts). */
+const RescueBody = Type.Object({
+  reason: Reason,
+  sshKeys: Type.Optional(sshKeysSchema('authorized_keys lines for root in the rescue environment; default the last deploy request\'s')),
 }, { additionalProperties: false });
 /** release: how to clean the disks. */
 const ReleaseBody = Type.Object({
@@ -275,10 +284,11 @@ export function machineRoutes(deps: MachinesApiDeps): FastifyPluginAsync {
 
   const rowCache = new RowCache();
 
-  /** What deploy and release store on the machine with the transition (a new request replaces the last one whole). */
-  const actionFields = async (action: string, body: Static<typeof DeployBody> & Static<typeof ReleaseBody>, actor: string): Promise<Record<string, unknown> | undefined> => {
+  /** What deploy, release and rescue store on the machine with the transition (a new request replaces the last one whole). */
+  const actionFields = async (action: string, body: Static<typeof DeployBody> & Static<typeof ReleaseBody> & Static<typeof RescueBody>, actor: string): Promise<Record<string, unknown> | undefined> => {
     const requestedAt = new Date().toISOString();
     if (action === 'release') return { release: { erase: body.erase ?? 'quick', requestedAt } };
+    if (action === 'rescue') return { rescue: { ...(body.sshKeys !== undefined ? { sshKeys: body.sshKeys } : {}), requestedAt, requestedBy: actor } };
     if (action !== 'deploy') return undefined;
     if (body.image !== undefined) {
       const image = await deps.store.images.get(body.image);
@@ -389,10 +399,10 @@ export function machineRoutes(deps: MachinesApiDeps): FastifyPluginAsync {
     for (const action of USER_ACTIONS) {
       app.post(`/api/v1/machines/:id/actions/${action}`, {
         config: { access: 'operator' },
-        schema: { params: MachineParams, body: action === 'deploy' ? DeployBody : action === 'release' ? ReleaseBody : ActionBody, response: { 200: ActionResponse, ...errors } },
+        schema: { params: MachineParams, body: action === 'deploy' ? DeployBody : action === 'release' ? ReleaseBody : action === 'rescue' ? RescueBody : ActionBody, response: { 200: ActionResponse, ...errors } },
       }, async (req) => {
         const ctx = actorOf(req);
-        const set = await actionFields(action, req.body as Static<typeof DeployBody> & Static<typeof ReleaseBody>, ctx.actor);
+        const set = await actionFields(action, req.body as Static<typeof DeployBody> & Static<typeof ReleaseBody> & Static<typeof RescueBody>, ctx.actor);
         const r = await registry.act(req.params.id, action, { ...ctx, ...(req.body.reason !== undefined ? { reason: req.body.reason } : {}), ...(set ? { set } : {}) });
         return { machine: fullView(r.machine), effects: r.effects, event: r.event.id };
       });

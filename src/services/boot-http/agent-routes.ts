@@ -35,7 +35,7 @@ import { BOOT_BY_STATE, type BootKind } from '../../core/boot-plan.ts';
 import { newBootToken, requireBootToken, type BootTokenRecord } from '../../core/boot-tokens.ts';
 import type { EventLog, NewEvent } from '../../core/events.ts';
 import { isState, MAX_REASON_LENGTH, type Action } from '../../core/lifecycle.ts';
-import type { Machine, MachineRegistry } from '../../core/machines.ts';
+import { usableSystemUuid, type Machine, type MachineRegistry } from '../../core/machines.ts';
 import type { Store } from '../../store/types.ts';
 import type { AssetStore, ImageFile } from '../../store/assets.ts';
 import { sendFile, type BodyMode, type SendOutcome } from './http-file.ts';
@@ -50,6 +50,12 @@ export interface AgentDeps {
   enrollBmc?: (machineId: string, bmc: { address: string; username: string; password: string }, actor: string) => Promise<void>;
   /** Does this machine have a BMC (then the agent is not asked to make a user)? Default: a `bmcs` record names it. */
   hasBmc?: (machineId: string) => Promise<boolean>;
+  /**
+   * Ask a commissioning agent to make a BMC user in-band when the machine has no BMC (setting
+   * lifecycle.createBmcUser; default true). false: the task never carries `bmcUser`, and a `bmc` reported in
+   * done is not enrolled.
+   */
+  createBmcUser?: boolean;
   /** The executable served at /boot/agent/metalbox. Default: this process's when it is the single binary, else dist/metalbox. */
   binaryPath?: string;
   /** Least time between two progress events of one machine (default 1000 ms); reports in between are dropped. */
@@ -141,6 +147,15 @@ export interface DeploymentRecord {
 }
 /** `machine.release`: the release request. */
 export interface ReleaseRecord { erase?: 'none' | 'quick' | 'full'; requestedAt?: string }
+/** `machine.rescue`: the rescue request (POST .../actions/rescue). Without sshKeys the deployment's are used. */
+export interface RescueRecord { sshKeys?: string[]; requestedAt?: string; requestedBy?: string }
+
+/** The keys root may log in to a rescue boot with: the rescue request's, else those of the last deploy request. */
+export function rescueKeys(machine: Machine): string[] {
+  const r = machine.rescue as RescueRecord | undefined;
+  if (r?.sshKeys !== undefined) return r.sshKeys;
+  return (machine.deployment as DeploymentRecord | undefined)?.sshKeys ?? [];
+}
 
 /** The task mode a machine's state implies. */
 export function taskMode(machine: Machine | undefined): 'commission' | 'deploy' | 'release' | 'rescue' | 'none' {
@@ -164,6 +179,7 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
   const registry = agent.registry;
   const limited = limitedLogger(ctx.logger);
   const progressEvery = agent.progressIntervalMs ?? 1000;
+  const enrollBmc = agent.createBmcUser === false ? undefined : agent.enrollBmc;
   /** Per machine: when its last progress event was kept, and how many reports were dropped since. */
   const progressSeen = new Map<string, { at: number; dropped: number }>();
   const compressions = new Map<string, Compression>();
@@ -284,7 +300,7 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
         const m = registry.byMac(mac);
         if (m) return m;
       }
-      const uuid = usableUuid(inv.dmi.uuid) ?? token.uuid;
+      const uuid = usableSystemUuid(inv.dmi.uuid) ?? token.uuid;
       // A UUID names a machine only when that machine has no MAC yet (registered by its BMC with its UUID): boards
       // that share a placeholder SMBIOS UUID are common (QUIRK(firmware)), so a machine with MACs is not matched
       // by UUID alone.
@@ -309,14 +325,14 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
       const mode = taskMode(machine);
       if (!machine || mode === 'none') return { mode: 'none' };
       if (mode === 'commission') {
-        if (!agent.enrollBmc) return { mode };
+        if (!enrollBmc) return { mode };
         return { mode, bmcUser: { create: !(await hasBmc(machine.id)) } };
       }
       if (mode === 'release') {
         const erase = (machine.release as ReleaseRecord | undefined)?.erase ?? DEFAULT_ERASE;
         return { mode, release: { erase } };
       }
-      if (mode === 'rescue') return { mode };
+      if (mode === 'rescue') return { mode, rescue: { sshKeys: rescueKeys(machine) } };
       return { mode, deploy: await deployTask(req, token, machine) };
     });
 
@@ -426,9 +442,9 @@ export function agentRoutes(ctx: AgentContext, agent: AgentDeps): FastifyPluginA
         }
       }
       await ctx.events.append(event('boot.agent.done', subject, facts));
-      if (body.bmc && machine && agent.enrollBmc) {
+      if (body.bmc && machine && enrollBmc) {
         try {
-          await agent.enrollBmc(machine.id, body.bmc, ACTOR);
+          await enrollBmc(machine.id, body.bmc, ACTOR);
         } catch (err) {
           ctx.logger.warn({ err, machine: machine.id, bmc: body.bmc.address }, 'could not register the BMC user the agent made');
           await ctx.events.append(event('boot.agent.bmc', machine.id, { address: body.bmc.address, result: 'failed', code: isMetalboxError(err) ? err.code : 'INTERNAL' }))
@@ -491,15 +507,6 @@ export function sniffCompression(head: Buffer): Compression {
   return 'none';
 }
 
-/** SMBIOS UUIDs that name no machine: unset (all 0) or erased flash (all f). */
-function usableUuid(uuid: string | undefined): string | undefined {
-  if (uuid === undefined) return undefined;
-  const u = uuid.toLowerCase();
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(u)) return undefined;
-  if (/^[0-]+$/.test(u) || /^[f-]+$/.test(u)) return undefined;
-  return u;
-}
-
 /** The token of a phone-home: the password of Basic credentials (the user name is not checked), or a Bearer token. */
 function phoneHomeToken(authorization: string | undefined): string | undefined {
   const m = /^(basic|bearer) +(\S+) *$/i.exec(authorization ?? '');
@@ -524,7 +531,7 @@ function linkFields(token: BootTokenRecord, inv: Inventory, m: Machine, registry
   const out: { mac?: string; uuid?: string } = {};
   const mac = token.mac ?? inv.nics[0]?.mac.toLowerCase();
   if (mac !== undefined && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac) && (registry.byMac(mac) ?? m).id === m.id) out.mac = mac;
-  const uuid = usableUuid(inv.dmi.uuid);
+  const uuid = usableSystemUuid(inv.dmi.uuid);
   if (uuid !== undefined && m.uuid === undefined && registry.byUuid(uuid) === undefined) out.uuid = uuid;
   return out;
 }
