@@ -26,6 +26,8 @@ import { LifecycleRunner } from './services/lifecycle-runner.ts';
 import type { MachinePowerControl } from './api/routes/machines.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
+import { DnsService } from './services/dns/server.ts';
+import { NtpService } from './services/ntp/server.ts';
 import { defaultBoot } from './services/dhcp/boot.ts';
 import { TftpService } from './services/tftp/server.ts';
 import { controlHandlers, runCommand, COMMANDS, type CliIo } from './cli/commands.ts';
@@ -199,13 +201,22 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // API reach it live); it is started with the other network services below.
   const live: { dhcp?: DhcpService } = {};
   const reservations = new ReservationBook({ store, events, subnets: config.subnets, onChange: (cidr, list) => live.dhcp?.setReservations(cidr, list) });
+  // DNS answers for the machines and leases (A/PTR made from them, updated as a lease write is on disk).
+  const dns = config.interfaces.length > 0 && config.dns.enabled
+    ? new DnsService({ config, store, metrics, machines: registry, logger: logger.child({ svc: 'dns' }), interfaceAddresses: () => networkInterfaces() })
+    : undefined;
   const dhcp = live.dhcp = config.interfaces.length > 0 && config.dhcp.enabled
     ? new DhcpService({
       config, store, events, metrics, reservations,
       logger: logger.child({ svc: 'dhcp' }),
       boot: defaultBoot(config.dhcp.bootFiles, listen.port),
       interfaceAddresses: () => networkInterfaces(),
+      onLeaseChange: (change) => dns?.leaseChanged(change),
     })
+    : undefined;
+  // NTP: the rack's time, from ntp.upstream (stratum + 1), or unsynchronised (leap 3) and saying so.
+  const ntp = config.interfaces.length > 0 && config.ntp.enabled
+    ? new NtpService({ config, metrics, logger: logger.child({ svc: 'ntp' }) })
     : undefined;
   const app = await buildApp({
     logger: logger.child({ svc: 'http' }),
@@ -224,6 +235,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
       },
     },
     machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: machinePower(bmc) },
+    ...(ntp ? { ntp } : {}),
     resources: {
       store, events, config, bmc, assets, reservations,
       ...(dhcp ? { dhcp } : {}),
@@ -241,12 +253,15 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // Network services start last, once what they point machines at (HTTP boot) is up.
   if (config.interfaces.length === 0) {
     logger.info('no provisioning interface configured: DHCP, TFTP, DNS and NTP stay idle');
-  } else if (dhcp) {
-    services.push(dhcp);
+  } else {
+    // DNS before DHCP: a lease's name is answerable from the moment its ACK leaves.
+    if (dns) services.push(dns);
+    if (dhcp) services.push(dhcp);
   }
   if (config.interfaces.length > 0 && config.tftp.enabled) {
     services.push(new TftpService({ config, store, events, metrics, logger: logger.child({ svc: 'tftp' }), httpPort: listen.port }));
   }
+  if (ntp) services.push(ntp);
 
   let exitCode = 0;
   let stopping = false;

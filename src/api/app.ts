@@ -16,6 +16,7 @@ import { bootHttp, type BootHttpDeps } from '../services/boot-http/routes.ts';
 import { machineRoutes, type MachinesApiDeps } from './routes/machines.ts';
 import { eventRoutes } from './routes/events.ts';
 import { resourceRoutes, type ResourcesApiDeps } from './routes/resources.ts';
+import { ntpRoutes, type NtpStatusSource } from './routes/ntp.ts';
 import { openApiPlugin } from './openapi.ts';
 import type { AuthCore } from '../core/auth.ts';
 
@@ -41,6 +42,8 @@ export interface AppDeps {
    * registered when given (needs `auth`).
    */
   resources?: ResourcesApiDeps;
+  /** The NTP service (GET /api/v1/ntp, viewer): registered when given (needs `auth`). */
+  ntp?: NtpStatusSource;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -82,6 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(eventRoutes(deps.machines));
   }
   if (deps.resources) await app.register(resourceRoutes(deps.resources, deps));
+  if (deps.auth && deps.ntp) await app.register(ntpRoutes(deps.ntp));
   await app.ready();
   return app;
 }

@@ -168,6 +168,9 @@ export function apiRequest(target: Target, method: string, path: string, opts: R
     const options = {
       method,
       headers,
+      // A connection per request: Node 20's global agent keeps connections alive, and reusing one the server is
+      // closing as idle (across a proxy or relay the close arrives late) fails the request with ECONNRESET.
+      agent: false,
       timeout: opts.timeoutMs ?? 30_000,
       ...(secure && target.fingerprint ? {
         rejectUnauthorized: false,

@@ -66,6 +66,11 @@ const OPTIONS = {
   type: { type: 'string' },
   value: { type: 'string' },
   ttl: { type: 'string' },
+  priority: { type: 'string' },
+  weight: { type: 'string' },
+  port: { type: 'string' },
+  target: { type: 'string' },
+  zone: { type: 'string' },
   kernel: { type: 'string' },
   initrd: { type: 'string' },
   rootfs: { type: 'string' },
@@ -84,7 +89,11 @@ metalbox machines power ID on|off|soft-off|cycle|reset|status | bootdev ID pxe|d
 metalbox machines events ID | timeline ID
 metalbox events [--follow]                           the live event stream (state changes, leases, BMC actions)
 metalbox tokens list | create --name N [--role R] [--expires-days D] | revoke ID
-metalbox leases list [--subnet CIDR] [--mac M] | subnets list | dns list | bmcs list
+metalbox leases list [--subnet CIDR] [--mac M] | subnets list | bmcs list
+metalbox dns list [--name N] [--type T] [--zone Z] [--limit N] [--all] | zones | show ID | remove ID
+metalbox dns add NAME A|AAAA|CNAME|NS|TXT VALUE [--ttl S] | add NAME MX --priority P --target HOST [--ttl S]
+    | add NAME SRV --priority P --weight W --port N --target HOST|. [--ttl S]
+metalbox dns edit ID [--name N] [--type T] [--value V] [--ttl S|none] [--priority P] [--weight W] [--port N] [--target HOST]
 metalbox images list | add NAME --kernel URL --initrd URL [--rootfs URL] [--cmdline ARGS] | remove NAME   (with --url or a login)
 metalbox users list | create NAME --role R [--password-file FILE|-] | delete NAME                      (with --url or a login)
 metalbox completion bash                             a bash completion script (source it, or put it in /etc/bash_completion.d)
@@ -123,7 +132,7 @@ export async function runRemote(argv: string[], env: NodeJS.ProcessEnv, io: CliI
       case 'tokens': return await tokens(call, verb, rest, v, io);
       case 'leases': return show(await call('GET', `/api/v1/leases${query({ subnet: v.subnet, mac: v.mac, limit: v.limit })}`), v, io, LEASE_COLUMNS);
       case 'subnets': return show(await call('GET', '/api/v1/subnets'), v, io, SUBNET_COLUMNS);
-      case 'dns': return show(await call('GET', '/api/v1/dns/records'), v, io, DNS_COLUMNS);
+      case 'dns': return await dns(call, verb, rest, v, io);
       case 'bmcs': return show(await call('GET', '/api/v1/bmcs'), v, io, BMC_COLUMNS);
       case 'images': return await images(call, verb, rest, v, io);
       case 'users': return await users(call, verb, rest, v, env, io);
@@ -189,6 +198,64 @@ async function machines(call: Call, verb: string | undefined, rest: string[], v:
         return show(await call('POST', `/api/v1/machines/${id()}/actions/${verb}`, actionBody(verb, v)), v, io);
       }
       throw new MetalboxError('CLI_USAGE', `machines ${verb}: unknown verb`);
+  }
+}
+
+/** An integer option of the dns commands (priority, weight, port, ttl); undefined when not given. */
+function intOption(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,10}$/.test(value)) throw new MetalboxError('CLI_USAGE', `--${flag} takes a whole number, not "${value}"`);
+  return Number(value);
+}
+
+/** The record fields the dns add/edit flags give (the API checks them and names what is wrong). */
+function dnsFields(v: Values): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const f of ['priority', 'weight', 'port'] as const) {
+    const n = intOption(v[f], f);
+    if (n !== undefined) out[f] = n;
+  }
+  if (v.target !== undefined) out.target = v.target;
+  if (v.ttl !== undefined) out.ttl = v.ttl === 'none' ? null : intOption(v.ttl, 'ttl');
+  return out;
+}
+
+async function dns(call: Call, verb: string | undefined, rest: string[], v: Values, io: CliIo): Promise<number> {
+  const id = () => encodeURIComponent(need(rest[0], 'the record id (metalbox dns list shows it)'));
+  switch (verb) {
+    case 'list': case undefined: {
+      const base = { name: v.name, type: v.type?.toUpperCase(), zone: v.zone, limit: v.limit };
+      if (!v.all) return show(await call('GET', `/api/v1/dns/records${query({ ...base, cursor: v.cursor })}`), v, io, DNS_COLUMNS, 'items');
+      const items: unknown[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await call('GET', `/api/v1/dns/records${query({ ...base, cursor })}`);
+        if (page.status !== 200) return show(page, v, io);
+        const body = page.body as { items: unknown[]; next: string | null };
+        items.push(...body.items);
+        if (!body.next) break;
+        cursor = body.next;
+      }
+      return show({ status: 200, headers: {}, body: { items, total: items.length, next: null } }, v, io, DNS_COLUMNS, 'items');
+    }
+    case 'zones': return show(await call('GET', '/api/v1/dns/zones'), v, io);
+    case 'show': return show(await call('GET', `/api/v1/dns/records/${id()}`), v, io);
+    case 'remove': return show(await call('DELETE', `/api/v1/dns/records/${id()}`), v, io);
+    case 'add': {
+      const name = need(rest[0], 'the record name (fully qualified, in the domain or a reverse zone)');
+      const type = need(rest[1] ?? v.type, 'the record type (A, AAAA, CNAME, NS, TXT, MX, SRV)').toUpperCase();
+      const value = rest.length > 2 ? rest.slice(2).join(' ') : v.value;
+      return show(await call('POST', '/api/v1/dns/records', { name, type, ...(value !== undefined ? { value } : {}), ...dnsFields(v) }), v, io);
+    }
+    case 'edit': {
+      const patch: Record<string, unknown> = { ...dnsFields(v) };
+      if (v.name !== undefined) patch.name = v.name;
+      if (v.type !== undefined) patch.type = v.type.toUpperCase();
+      if (v.value !== undefined) patch.value = v.value;
+      if (Object.keys(patch).length === 0) throw new MetalboxError('CLI_USAGE', 'dns edit: nothing to change (--name, --type, --value, --ttl, --priority, --weight, --port, --target)');
+      return show(await call('PATCH', `/api/v1/dns/records/${id()}`, patch), v, io);
+    }
+    default: throw new MetalboxError('CLI_USAGE', `dns ${verb}: unknown verb`);
   }
 }
 
@@ -351,7 +418,7 @@ const EVENT_COLUMNS: Column[] = [['AT', (r) => r.at], ['TYPE', (r) => r.type], [
 const TOKEN_COLUMNS: Column[] = [['ID', (r) => r.id], ['NAME', (r) => r.name], ['ROLE', (r) => r.role], ['OWNER', (r) => r.owner ?? r.username], ['EXPIRES', (r) => r.expiresAt], ['LAST USED', (r) => r.lastUsedAt]];
 const LEASE_COLUMNS: Column[] = [['IP', (r) => r.ip], ['MAC', (r) => r.mac], ['STATE', (r) => r.state], ['HOSTNAME', (r) => r.hostname], ['SUBNET', (r) => r.subnet], ['EXPIRES', (r) => r.expiresAt]];
 const SUBNET_COLUMNS: Column[] = [['CIDR', (r) => r.cidr], ['GATEWAY', (r) => r.gateway], ['RANGES', (r) => (r.dynamicRanges as string[] | undefined)?.join(',')], ['PROXY', (r) => r.proxyDhcp]];
-const DNS_COLUMNS: Column[] = [['NAME', (r) => r.name], ['TYPE', (r) => r.type], ['VALUE', (r) => r.value], ['TTL', (r) => r.ttl]];
+const DNS_COLUMNS: Column[] = [['ID', (r) => r.id], ['NAME', (r) => r.name], ['TYPE', (r) => r.type], ['VALUE', (r) => r.value], ['TTL', (r) => r.ttl]];
 const IMAGE_COLUMNS: Column[] = [['NAME', (r) => r.name], ['KERNEL', (r) => (r.kernel as { size?: number } | undefined)?.size], ['INITRD', (r) => (r.initrd as { size?: number } | undefined)?.size], ['ROOTFS', (r) => (r.rootfs as { size?: number } | undefined)?.size], ['ADDED', (r) => r.createdAt]];
 const USER_COLUMNS: Column[] = [['NAME', (r) => r.username], ['ROLE', (r) => r.role], ['CREATED', (r) => r.createdAt], ['LAST LOGIN', (r) => r.lastLoginAt]];
 const BMC_COLUMNS: Column[] = [['ID', (r) => r.id], ['MACHINE', (r) => r.machineId], ['DRIVER', (r) => r.driver], ['ADDRESS', (r) => r.address], ['POWER', (r) => r.lastPowerState], ['LAST ERROR', (r) => (r.lastError as { code?: string } | undefined)?.code]];
@@ -394,7 +461,7 @@ function completion(shell: string | undefined, io: CliIo): number {
   if (shell !== 'bash') throw new MetalboxError('CLI_USAGE', 'usage: metalbox completion bash');
   const verbs: Record<string, string> = {
     machines: `list show create update delete power bootdev events timeline ${MACHINE_ACTIONS.join(' ')}`,
-    tokens: 'list revoke', leases: 'list', subnets: 'list', dns: 'list', bmcs: 'list', completion: 'bash',
+    tokens: 'list revoke', leases: 'list', subnets: 'list', dns: 'list zones show add edit remove', bmcs: 'list', completion: 'bash',
     bmc: 'add list show edit remove test power bootdev probe confirm', users: 'create list delete passwd',
     images: 'add list remove', settings: 'list get set', config: 'check default',
   };

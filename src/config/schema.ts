@@ -77,11 +77,20 @@ export const ConfigSchema = Type.Object({
   }, { ...strict, default: {} }),
   dns: Type.Object({
     ...Service(53, 'DNS').properties,
-    forwarders: Type.Array(Type.String(), { default: [], description: 'upstream resolvers for names outside our zones' }),
+    forwarders: Type.Array(Type.String(), { default: [], description: 'upstream resolvers (IPv4, port 53) for names outside our zones, asked for clients in our subnets or on loopback only' }),
+    ttl: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: 'TTL of the records made from machines and leases and of records added without one; also the SOA minimum (negative caching)' }),
+    secondaries: Type.Array(Type.String({ pattern: '^(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}(/(3[0-2]|[12]?\\d))?$' }), { default: [], description: 'addresses (a.b.c.d or a.b.c.d/len) allowed to transfer our zones (AXFR over TCP); everyone else is REFUSED' }),
   }, { ...strict, default: {} }),
   ntp: Type.Object({
     ...Service(123, 'NTP').properties,
-    upstream: Type.Array(Type.String(), { default: [], description: 'upstream NTP servers metalbox takes its time from' }),
+    upstream: Type.Array(Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$' }), { default: [], maxItems: 16, description: 'upstream NTP servers metalbox takes its time from: IPv4 address or host name, optionally :port (default 123); metalbox serves stratum (theirs + 1) and never sets the host clock' }),
+    localStratum: Type.Optional(Type.Integer({ minimum: 1, maximum: 15, description: 'while no upstream is usable, serve the local clock at this stratum instead of answering "unsynchronised" (leap 3, stratum 16); unset: never claim a time it cannot vouch for' })),
+    pollSeconds: Type.Integer({ minimum: 8, maximum: 1024, default: 64, description: 'how often each upstream is queried (four quick queries at start); doubles per unanswered query or RATE kiss, up to 16 times' }),
+    rateLimit: Type.Object({
+      perSecond: Type.Number({ minimum: 0, maximum: 1_000_000, default: 8, description: 'requests per second one client address may make on average; 0 turns rate limiting off' }),
+      burst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 16, description: 'requests a client address may make at once before the rate applies' }),
+      maxClients: Type.Integer({ minimum: 16, maximum: 10_000_000, default: 65_536, description: 'client addresses tracked at once (bounded memory); beyond it idle addresses are forgotten first' }),
+    }, { ...strict, default: {}, description: 'per-address token bucket: a client over it gets one Kiss-o\'-Death RATE a second, and nothing else' }),
   }, { ...strict, default: {} }),
   bmc: Type.Object({
     pollSeconds: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: "how often every BMC's power state is read (jittered); 0 turns the poller off" }),

@@ -1,6 +1,6 @@
-// DNS records that people add by hand (the API), in the store's `dnsRecords` collection. The DNS server (a
-// later issue) serves them beside the names it makes from machines and leases; it reads this collection and
-// may rely on what is checked here:
+// DNS records that people add by hand (the API), in the store's `dnsRecords` collection. The DNS server
+// (src/services/dns) serves them beside the names it makes from machines and leases; it reads this collection
+// again whenever a write here tells it to (watchDnsRecords) and may rely on what is checked here:
 //
 // - names are absolute, lower case, without the trailing dot, at or under the configured domain (the forward
 //   zone) or under the reverse zone (in-addr.arpa) of a configured subnet;
@@ -201,6 +201,28 @@ export function normalizeRecord(input: DnsRecordInput, zones: DnsZones): DnsReco
   }
 }
 
+/**
+ * Who is told when the records of a store change: the DNS server (src/services/dns) serves them within a
+ * moment of an API write. Keyed by the store, so every DnsRecords over it (the API builds its own) reaches the
+ * same listeners, and nothing leaks between stores (tests).
+ */
+const watchers = new WeakMap<Store, Set<() => void>>();
+
+/** Calls `listener` after every durable change of the store's DNS records; returns the unsubscribe function. */
+export function watchDnsRecords(store: Store, listener: () => void): () => void {
+  let set = watchers.get(store);
+  if (!set) watchers.set(store, (set = new Set()));
+  set.add(listener);
+  return () => { set.delete(listener); };
+}
+
+function notifyWatchers(store: Store): void {
+  for (const l of watchers.get(store) ?? []) {
+    // A listener's failure is its own: the write it reports is already durable.
+    try { l(); } catch { /* the DNS service logs its own errors */ }
+  }
+}
+
 export interface DnsListQuery { name?: string; type?: DnsType; zone?: string; limit?: number; cursor?: string }
 
 function sortKey(r: DnsRecord): string {
@@ -251,6 +273,7 @@ export class DnsRecords {
         { type: 'put', collection: 'dnsRecords', key: record.id, value: record },
         this.deps.events.op(eventOf(by, { type: 'dns.record.created', subject: record.name, data: { id: record.id, name: record.name, type: record.type, value: record.value } })),
       ]);
+      notifyWatchers(this.deps.store);
       return record;
     });
   }
@@ -288,6 +311,7 @@ export class DnsRecords {
           data: { id, name: record.name, type: record.type, value: record.value, ...(siblings.length > 0 ? { rrsetTtl: ttl ?? null, alsoUpdated: siblings.map((r) => r.id) } : {}) },
         })),
       ]);
+      notifyWatchers(this.deps.store);
       return record;
     });
   }
@@ -300,6 +324,7 @@ export class DnsRecords {
         { type: 'del', collection: 'dnsRecords', key: id },
         this.deps.events.op(eventOf(by, { type: 'dns.record.deleted', subject: old.name, data: { id, name: old.name, type: old.type, value: old.value } })),
       ]);
+      notifyWatchers(this.deps.store);
       return old;
     });
   }

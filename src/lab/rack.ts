@@ -307,7 +307,7 @@ export async function labUp(o: LabOptions): Promise<Lab> {
       `    gateway: ${server}`,
       `    dynamicRanges: ["10.${o.net}.0.100-10.${o.net}.0.199"]`,
       'boot: { ephemeralImage: ephemeral }',
-      'dns: { enabled: false }',
+      'dns: { enabled: true }',
       'ntp: { enabled: false }',
       'bmc: { pollSeconds: 10 }',
       '',

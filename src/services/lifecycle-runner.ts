@@ -35,9 +35,9 @@ import type { EventLog, NewEvent } from '../core/events.ts';
 import { isMetalboxError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import {
-  deadlineOf, isAction, isPhaseState, isState, MAX_REASON_LENGTH, PHASE_FAILED, SYSTEM_ACTIONS, TRANSITIONS, type Action, type Effect, type PhaseState, type State,
+  deadlineOf, isAction, isPhaseState, isState, MAX_REASON_LENGTH, PHASE_FAILED, SYSTEM_ACTIONS, TRANSITIONS, type Action, type Effect, type PhaseState,
 } from '../core/lifecycle.ts';
-import { drivenEffects, usableSystemUuid, type Machine, type MachineChange, type MachineRegistry } from '../core/machines.ts';
+import { drivenEffects, usableSystemUuid, type Machine, type MachineChange, type MachineRegistry, type PendingEffects } from '../core/machines.ts';
 import type { Service } from './service.ts';
 
 /** The BMC service as the runner uses it (src/services/bmc/service.ts BmcService fits as is). */
@@ -77,18 +77,9 @@ type EffectOutcome = { effect: string; result: string; message: string; code?: s
 
 interface Job { machineId: string; run: () => Promise<void> }
 
-/** The effects of one transition still to carry out (the record's `pendingEffects`). */
-interface Work {
+/** The effects of one transition still to carry out (the record's `pendingEffects`), for one machine. */
+interface Work extends PendingEffects {
   machineId: string;
-  /** The transition's `machine.state` event id (PendingEffects.transition). */
-  transition: string;
-  action: Action;
-  from: State;
-  to: State;
-  /** bootDevice and power effects left, in order. */
-  effects: Effect[];
-  /** An effect failed in the phase and the failed action was not applied yet. */
-  failure?: string;
   /** Left undone by a previous run of metalbox. */
   resumed: boolean;
 }

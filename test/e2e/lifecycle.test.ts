@@ -113,7 +113,10 @@ else {
     // 3. Deployment: the image onto the disk, reboot into it, cloud-init phones home.
     await lab.api('POST', `/api/v1/machines/${id}/actions/deploy`, { sshKeys: [pub] });
     const deployed = await phase('deploy (PXE, write image, reboot, disk boot, phone home)', () => until('deploy', 1_200_000, (m) => m.state === 'Deployed'));
-    const lease = (await lab.api<{ items: { ip: string; mac: string; state: string }[] }>('GET', `/api/v1/leases?mac=${encodeURIComponent(vm.mac)}`)).items.find((l) => l.mac === vm.mac && l.state === 'bound');
+    // The NIC's newest lease: the installed system's DHCP client (another client identifier) did not reuse the
+    // ephemeral environment's.
+    const lease = (await lab.api<{ items: { ip: string; mac: string; state: string; expiresAt: string }[] }>('GET', `/api/v1/leases?mac=${encodeURIComponent(vm.mac)}`)).items
+      .filter((l) => l.mac === vm.mac && l.state === 'bound').sort((a, b) => b.expiresAt.localeCompare(a.expiresAt))[0];
     t.ok(lease, `the deployed system holds a lease (${lease?.ip})`);
     const ssh = await phase('ssh login with the deploy key', async () => {
       for (let i = 0; ; i++) {
@@ -127,6 +130,10 @@ else {
     t.equal(ssh.split('\n')[0], deployed.hostname, 'SSH with the key given at deploy works, into the machine metalbox named');
     t.match(ssh, /cloud-init-done/, 'cloud-init finished there');
     t.ok(lab.bmcEvents(vm).includes('boot default'), 'the BMC was told to boot the disk from now on');
+    // metalbox's DNS names the deployed machine (its A and PTR records come from the machine and its lease).
+    const dig = (args: string[]) => lab.exec('dig', ['+short', '+time=2', '+tries=2', `@${lab.state.server}`, ...args]).trim();
+    t.equal(dig([`${deployed.hostname}.rack.internal`, 'A']), lease!.ip, `dig ${deployed.hostname}.rack.internal: the lease's address`);
+    t.equal(dig(['-x', lease!.ip]), `${deployed.hostname}.rack.internal.`, `dig -x ${lease!.ip}: the machine's name`);
 
     // 4. Release with quick erase: Ready, powered off, partition tables gone.
     await lab.api('POST', `/api/v1/machines/${id}/actions/release`, { erase: 'quick' });

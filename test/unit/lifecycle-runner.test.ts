@@ -60,25 +60,9 @@ class FakeBmc implements LifecyclePower {
 
 interface Fixture { store: Store; registry: MachineRegistry; bmc: FakeBmc; runner: LifecycleRunner; logs: string[]; effects(): Promise<EventRecord[]> }
 
-async function fixture(t: Test, withPower = true): Promise<Fixture> {
-  const store = createMemoryStore();
-  const events = new EventLog(store);
-  const logs: string[] = [];
-  const logger = createLogger('info', new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } }));
-  const registry = await MachineRegistry.open({ store, events, logger });
-  const bmc = new FakeBmc();
-  const runner = new LifecycleRunner({ registry, events, logger, ...(withPower ? { power: bmc } : {}) });
-  await runner.start(new AbortController().signal);
-  t.teardown(() => runner.stop());
-  return {
-    store, registry, bmc, runner, logs,
-    async effects() {
-      await runner.idle();
-      const out: EventRecord[] = [];
-      for await (const [, e] of store.events.entries()) if (e.type === 'machine.state.effect') out.push(e);
-      return out;
-    },
-  };
+/** A fresh metalbox: registry and runner on an empty store (the same wiring as `restart`, below). */
+function fixture(t: Test, withPower = true): Promise<Fixture> {
+  return restart(t, createMemoryStore(), { withPower });
 }
 
 const ctx = { actor: 'op' };
@@ -275,7 +259,7 @@ t.test('stop: no more effects; calls in flight get an aborted signal', async (t)
 // --- effects pending at a restart (MachineRegistry pendingEffects) -----------------------------------------
 
 /** metalbox after a restart: a new registry and runner on the same store. */
-async function restart(t: Test, store: Store, opts: { now?: () => number; bmcFor?: string[]; autoCommission?: boolean } = {}): Promise<Fixture> {
+async function restart(t: Test, store: Store, opts: { now?: () => number; bmcFor?: string[]; autoCommission?: boolean; withPower?: boolean } = {}): Promise<Fixture> {
   const events = new EventLog(store);
   await events.init();
   const logs: string[] = [];
@@ -283,7 +267,7 @@ async function restart(t: Test, store: Store, opts: { now?: () => number; bmcFor
   const registry = await MachineRegistry.open({ store, events, logger });
   const bmc = new FakeBmc();
   for (const id of opts.bmcFor ?? []) bmc.machines.add(id);
-  const runner = new LifecycleRunner({ registry, events, logger, power: bmc, ...(opts.now ? { now: opts.now } : {}), ...(opts.autoCommission ? { autoCommission: true } : {}) });
+  const runner = new LifecycleRunner({ registry, events, logger, ...(opts.withPower === false ? {} : { power: bmc }), ...(opts.now ? { now: opts.now } : {}), ...(opts.autoCommission ? { autoCommission: true } : {}) });
   await runner.start(new AbortController().signal);
   t.teardown(() => runner.stop());
   return {
