@@ -157,7 +157,7 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
 
 // QUIRK(firmware): iPXE (Debian's 2019 build) waits about 13 s for an IPv6 router advertisement before it uses
 // its IPv4 lease. One RA a second (RFC 4861 §4.2: router lifetime 0, so nobody routes through us) ends that wait.
-const RA_SENDER = `
+export const RA_SENDER = `
 import socket, struct, sys, time
 idx = socket.if_nametoindex(sys.argv[1])
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)

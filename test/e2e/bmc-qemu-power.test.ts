@@ -16,48 +16,15 @@ import { canBuildLab } from '../helpers/netns.ts';
 import { ensureEphemeral, secs } from '../helpers/ephemeral.ts';
 import { haveIpmiTools, SIM_USERS, startIpmiSims } from '../helpers/ipmi-sim.ts';
 import { ROOT } from '../helpers/process.ts';
+import { CHASSIS_SCRIPT } from '../../src/lab/chassis.ts';
 
-// The VM behind the BMC: the ephemeral kernel with a shell as init (it must stay up until told otherwise).
-const VM_SCRIPT = `#!/bin/sh
-# chassis_control for ipmi_sim: $0 DIR KERNEL INITRD get|set PARM [VALUE] ...
-dir=$1; kernel=$2; initrd=$3; shift 3
-op=$1; shift
-running() { [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; }
-qmp() { printf '{"execute":"qmp_capabilities"}\\n{"execute":"%s"}\\n' "$1" | socat -t 2 - "UNIX-CONNECT:$dir/qmp.sock" >/dev/null 2>&1; }
-case $op in
-get)
-  for p in "$@"; do
-    case $p in
-      power) if running; then echo power:1; else echo power:0; fi ;;
-      boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
-      *) exit 1 ;;
-    esac
-  done ;;
-set)
-  while [ $# -ge 2 ]; do
-    p=$1; v=$2; shift 2
-    echo "$p $v" >> "$dir/events"
-    case $p in
-      power)
-        if [ "$v" = 1 ]; then
-          running || qemu-system-x86_64 -accel tcg -m 192 -display none -no-user-config -nodefaults -nic none \\
-            -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 rdinit=/bin/sh panic=-1" \\
-            -serial "file:$dir/serial.log" -qmp "unix:$dir/qmp.sock,server=on,wait=off" \\
-            -pidfile "$dir/qemu.pid" -daemonize </dev/null >>"$dir/qemu.log" 2>&1
-        else
-          running && kill -9 "$(cat "$dir/qemu.pid")"; rm -f "$dir/qemu.pid"
-        fi ;;
-      reset) running && qmp system_reset ;;
-      shutdown) running && qmp system_powerdown ;;
-      boot) echo "$v" > "$dir/boot" ;;
-      identify) ;;
-      *) exit 1 ;;
-    esac
-  done ;;
-*) exit 1 ;;
-esac
-exit 0
-`;
+// The VM behind the BMC: the ephemeral kernel with a shell as init (it must stay up until told otherwise),
+// started, stopped and reset by metalbox lab's chassis script (src/lab/chassis.ts) from the vm.conf below.
+const vmConfOf = (dir: string, kernel: string, initrd: string): string => [
+  '-accel', 'tcg', '-m', '192', '-display', 'none', '-no-user-config', '-nodefaults', '-nic', 'none',
+  '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 rdinit=/bin/sh panic=-1',
+  '-serial', `file:${join(dir, 'serial.log')}`, '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`, '',
+].join('\n');
 
 const lab = canBuildLab();
 const tools = haveIpmiTools();
@@ -69,12 +36,16 @@ else {
   t.test('metalbox powers a QEMU VM through ipmi_sim; power on of a running VM leaves it running', { timeout: 540_000 }, async (t) => {
     const img = await ensureEphemeral();
     const dir = mkdtempSync(join(tmpdir(), 'mbx-bmc-vm-'));
-    const script = join(dir, 'vm.sh');
-    writeFileSync(script, VM_SCRIPT, { mode: 0o755 });
+    const script = join(dir, 'chassis.sh');
+    writeFileSync(script, CHASSIS_SCRIPT, { mode: 0o755 });
     let vmDir = '';
     const sims = await startIpmiSims({
       count: 1, tag: 'mbxvm', subnet: 94,
-      chassisControl: ({ chassisDir }) => { vmDir = chassisDir; return `${script} ${chassisDir} ${img.kernel} ${img.initrd}`; },
+      chassisControl: ({ chassisDir }) => {
+        vmDir = chassisDir;
+        writeFileSync(join(chassisDir, 'vm.conf'), vmConfOf(chassisDir, img.kernel, img.initrd));
+        return `${script} ${chassisDir}`;
+      },
     });
     const qemuPid = (): number | undefined => {
       const f = join(vmDir, 'qemu.pid');

@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, canBuildLab } from '../helpers/netns.ts';
+import { RA_SENDER } from '../../src/lab/rack.ts';
 import { ROOT, run } from '../helpers/process.ts';
 import { MARKER, ensureEphemeral, secs, watchConsole, type Console } from '../helpers/ephemeral.ts';
 
@@ -21,24 +22,7 @@ const SERVER = '10.77.0.1';
 const PORT = 5240;
 const URL = `http://${SERVER}:${PORT}`;
 
-// QUIRK(firmware): iPXE (Debian's 2019 build) configures IPv4 and IPv6 together and waits about 13 s for a
-// router advertisement before it goes on. One RA (RFC 4861 §4.2: no managed/other flags, router lifetime 0,
-// so nobody takes us for a router) ends that wait; we send one every second on the bridge. The kernel fills
-// in the ICMPv6 checksum of a raw ICMPv6 socket (RFC 3542 §3.1).
-const RA_SENDER = `
-import socket, struct, sys, time
-idx = socket.if_nametoindex(sys.argv[1])
-s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
-ra = struct.pack('!BBHBBHII', 134, 0, 0, 64, 0, 0, 0, 0)
-while True:
-    try:
-        s.sendto(ra, ('ff02::1', 0, 0, idx))
-    except OSError:
-        pass  # no link-local address yet
-    time.sleep(1)
-`;
+// iPXE's IPv6 wait: the lab's router advertisement sender (src/lab/rack.ts RA_SENDER, QUIRK(firmware) there).
 
 // A cold image build (the kernel package is ~70 MB) plus two TCG boots, on a machine busy with other tests.
 t.setTimeout(900_000);

@@ -16,6 +16,7 @@
 // The SOA serial grows with every change that is seen: a change marks the zone dirty, and the next read of
 // the serial (an SOA in an answer, a transfer) moves it to max(serial + 1, now in seconds).
 import { CLASS, TYPE, txtStrings, type DnsRdata, type DnsRecord, type SoaData } from '../../protocols/dns/index.ts';
+import type { DnsRecordFields } from '../../core/dns-records.ts';
 
 export interface RRset {
   type: number;
@@ -29,16 +30,7 @@ export type Node = Map<number, RRset>;
 type Layer = 'own' | 'manual' | 'auto';
 
 /** A record added through the API, as the store holds it (DnsRecord of src/core/dns-records.ts). */
-export interface ManualRecord {
-  name: string;
-  type: string;
-  value: string;
-  ttl?: number;
-  priority?: number;
-  weight?: number;
-  port?: number;
-  target?: string;
-}
+export type ManualRecord = Omit<DnsRecordFields, 'type'> & { type: string };
 
 export interface ZoneOptions {
   /** The configured domain (the forward zone). */

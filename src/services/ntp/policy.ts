@@ -91,15 +91,7 @@ export function servedTime(input: ServeInput): ServedTime {
 }
 
 /** The header fields in wire form, computed once per recomputation rather than per request. */
-export interface ReplyHeader {
-  leap: number;
-  stratum: number;
-  precision: number;
-  rootDelay: number;
-  rootDispersion: number;
-  referenceId: number;
-  referenceTime: NtpTimestamp;
-}
+export type ReplyHeader = Pick<ServedTime, 'leap' | 'stratum' | 'precision' | 'rootDelay' | 'rootDispersion' | 'referenceId' | 'referenceTime'>;
 
 export function replyHeader(s: ServedTime): ReplyHeader {
   return {
