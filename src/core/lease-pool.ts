@@ -158,7 +158,7 @@ export class LeasePool {
    * which restores the pool if persisting fails.
    */
   bind(ip: number, client: PoolClient, until: number, now: number): { records: LeaseRecord[]; undo: () => void } {
-    const before = this.capture([ip, this.byClient.get(client.key)]);
+    const before = this.capture(ip, this.byClient.get(client.key));
     const records: LeaseRecord[] = [];
     const previous = this.current(client, now);
     if (previous && previous.ip !== ip) {
@@ -174,7 +174,7 @@ export class LeasePool {
   release(ip: number, client: PoolClient, now: number): { records: LeaseRecord[]; undo: () => void } | undefined {
     const h = this.holders.get(ip);
     if (!h || h.clientKey !== client.key || h.state !== 'bound') return undefined;
-    const before = this.capture([ip]);
+    const before = this.capture(ip, undefined);
     const rec = this.record(this.setHolder({ ...h, state: 'released', expiresAt: now }));
     this.pushFree(ip);
     return { records: [rec], undo: () => this.restore(before) };
@@ -185,7 +185,7 @@ export class LeasePool {
     if (!cidrContains(this.config.cidr, ip)) return undefined;
     const h = this.holders.get(ip);
     if (h && h.clientKey !== client.key && live(h, until - 1)) return undefined;
-    const before = this.capture([ip, this.byClient.get(client.key)]);
+    const before = this.capture(ip, this.byClient.get(client.key));
     const rec = this.record(this.setHolder({ ip, clientKey: `declined:${client.key}`, mac: client.mac, state: 'declined', expiresAt: until }));
     if (this.byClient.get(client.key) === ip) this.byClient.delete(client.key);
     return { records: [rec], undo: () => this.restore(before) };
@@ -219,7 +219,7 @@ export class LeasePool {
 
   /** Lease record of a holder, as stored. */
   record(h: Holder): LeaseRecord {
-    const rec: LeaseRecord = { ip: formatIPv4(h.ip), mac: h.mac, subnet: this.config.id, expiresAt: new Date(h.expiresAt).toISOString(), state: h.state };
+    const rec: LeaseRecord = { ip: formatIPv4(h.ip), mac: h.mac, subnet: this.config.id, expiresAt: isoTime(h.expiresAt), state: h.state };
     if (h.hostname !== undefined) rec.hostname = h.hostname;
     if (h.clientId !== undefined) rec.clientId = h.clientId;
     return rec;
@@ -278,22 +278,59 @@ export class LeasePool {
     this.freeHead = 0;
   }
 
-  private capture(ips: (number | undefined)[]): { holders: [number, Holder | undefined][]; byClient: Map<string, number> } {
-    const holders = ips.filter((ip): ip is number => ip !== undefined).map((ip) => [ip, this.holders.get(ip)] as [number, Holder | undefined]);
-    const keys = new Set(holders.flatMap(([, h]) => (h ? [h.clientKey] : [])));
-    const byClient = new Map<string, number>();
-    for (const k of keys) { const v = this.byClient.get(k); if (v !== undefined) byClient.set(k, v); }
-    return { holders, byClient };
+  /**
+   * What `restore` needs to undo a change to `ip` and `other` (when given): their holders, and where the
+   * clients of those holders pointed. Fields rather than collections: a bind captures on every ACK.
+   */
+  private capture(ip: number, other: number | undefined): Captured {
+    const h1 = this.holders.get(ip);
+    const has2 = other !== undefined && other !== ip;
+    const h2 = has2 ? this.holders.get(other) : undefined;
+    const k1 = h1?.clientKey;
+    const k2 = h2 !== undefined && h2.clientKey !== k1 ? h2.clientKey : undefined;
+    return {
+      ip1: ip, h1, ip2: has2 ? other : undefined, h2,
+      k1, p1: k1 === undefined ? undefined : this.byClient.get(k1),
+      k2, p2: k2 === undefined ? undefined : this.byClient.get(k2),
+    };
   }
 
-  private restore(before: ReturnType<LeasePool['capture']>): void {
-    for (const [ip, h] of before.holders) {
-      const now = this.holders.get(ip);
-      if (now && this.byClient.get(now.clientKey) === ip) this.byClient.delete(now.clientKey);
-      if (h) this.holders.set(ip, h); else this.holders.delete(ip);
-    }
-    for (const [k, v] of before.byClient) this.byClient.set(k, v);
+  private restore(c: Captured): void {
+    this.restoreHolder(c.ip1, c.h1);
+    if (c.ip2 !== undefined) this.restoreHolder(c.ip2, c.h2);
+    if (c.k1 !== undefined && c.p1 !== undefined) this.byClient.set(c.k1, c.p1);
+    if (c.k2 !== undefined && c.p2 !== undefined) this.byClient.set(c.k2, c.p2);
   }
+
+  private restoreHolder(ip: number, h: Holder | undefined): void {
+    const now = this.holders.get(ip);
+    if (now && this.byClient.get(now.clientKey) === ip) this.byClient.delete(now.clientKey);
+    if (h) this.holders.set(ip, h); else this.holders.delete(ip);
+  }
+}
+
+/** See LeasePool.capture. */
+interface Captured {
+  ip1: number;
+  h1: Holder | undefined;
+  ip2: number | undefined;
+  h2: Holder | undefined;
+  /** Client keys of h1 and h2 (k2 only when it differs), and where byClient pointed them. */
+  k1: string | undefined;
+  p1: number | undefined;
+  k2: string | undefined;
+  p2: number | undefined;
+}
+
+// ISO text of the last expiry formatted: the leases of one burst share their `now`, hence their expiry.
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+function isoTime(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
 }
 
 function live(h: Holder, now: number): boolean {

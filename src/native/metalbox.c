@@ -337,7 +337,7 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
 //             object is napi_wrap'ped around the struct and held by a strong reference while open, so an
 //             open socket is never collected (like node:dgram's: a bound socket lives until closed).
 //   readable  at most read_batch datagrams per wakeup (option readBatch, default UDP_BATCH), one JS call
-//             each, then back to the loop: a flooded
+//             each (in batch mode one per up to read_batch: receive_batch), then back to the loop: a flooded
 //             socket cannot starve timers or other sockets (epoll is level-triggered; the rest is read
 //             on the next turn).
 //   udpClose  uv_close (stops polling at once; its callback runs on a later turn), close(2), references
@@ -378,7 +378,13 @@ typedef struct udp_socket {
   unsigned char *recv_buf;           // module_state.recv_buf of this env; used only while open
   uint32_t port;                     // the bound port (getsockname(2): the kernel's pick for port 0)
   uint32_t read_batch;               // datagrams read per readable event
-  uint64_t received, truncated, sent, dropped, receive_errors;
+  // Batch mode (udpOpen option `batch`): one JS call per up to read_batch datagrams, see receive_batch.
+  bool batch;
+  bool dhcp;                         // batch mode: peek DHCP message types (option `dhcp`), see dhcp_type
+  uint32_t dhcp_drop;                // bit t set: DHCP requests of message type t are read and dropped
+  unsigned char *arena;              // batch mode: the datagrams of one JS call, back to back (malloc'd)
+  napi_ref meta;                     // batch mode: the Uint32Array of per-datagram fields, reused every call
+  uint64_t received, truncated, sent, dropped, receive_errors, filtered;
   uint32_t kernel_dropped;           // SO_MEMINFO drops, snapshot taken at close
 } udp_socket;
 
@@ -387,6 +393,7 @@ typedef struct udp_socket {
 static atomic_long live_sockets;
 
 static void free_socket(udp_socket *s) {
+  free(s->arena);
   free(s);
   atomic_fetch_sub(&live_sockets, 1);
 }
@@ -429,6 +436,8 @@ static void release_socket(udp_socket *s, bool napi_usable) {
   if (!napi_usable) return;
   if (s->callback != NULL) napi_delete_reference(s->env, s->callback);
   s->callback = NULL;
+  if (s->meta != NULL) napi_delete_reference(s->env, s->meta);
+  s->meta = NULL;
   // Closed from inside onDatagram: the callback scope opened with this context is still open, and its
   // "after" must not follow the context's "destroy"; on_readable destroys it once the scope is closed.
   if (s->async_context != NULL && !s->dispatching) {
@@ -554,6 +563,163 @@ static bool receive_one(udp_socket *s, napi_value callback) {
   return go_on;
 }
 
+// Batch mode: datagrams of one wakeup go to JS together, `onBatch(data, meta, count, filtered)`:
+//   data      a new Buffer with the payloads back to back (JS may keep views of it)
+//   meta      the socket's Uint32Array (the same object every call: read it during the call only), UDP_META_WORDS
+//             per datagram: offset and length in data, source address and port, arrival ifindex, destination
+//             address (ipi_addr), interface address (ipi_spec_dst), DHCP message type (0 = none or not peeked);
+//             addresses as numbers in host order (1.2.3.4 = 0x01020304)
+//   count     datagrams in this call
+//   filtered  datagrams dropped by the DHCP filter so far (udpSetDhcpDrop), a running total
+// Per datagram this saves the JS call, the Buffer (one per call instead) and three strings, which were most of the
+// receive path's cost (test/bench/dhcp.ts, perf). A wakeup reads at most read_batch datagrams in all; a call holds
+// what fits UDP_ARENA, 320 KiB (each recvmsg gets a whole UDP_MAX_DATAGRAM of room, so nothing is ever cut: a new call
+// starts when less is left).
+#define UDP_META_WORDS 8
+#define UDP_ARENA (256 * 1024 + UDP_MAX_DATAGRAM)
+
+// The DHCP message type (RFC 2132 §9.6, option 53) of a BOOTREQUEST, as src/protocols/dhcp peekMessageType reads it:
+// op 1, the magic cookie at 236 (RFC 2131 §3), option 53 of length 1 in the options field before End. 0 when there
+// is none or the message is malformed: such datagrams go to JS, whose decoder says why and counts them.
+static uint32_t dhcp_type(const unsigned char *p, size_t n) {
+  if (n < 240 || p[0] != 1 || p[236] != 99 || p[237] != 130 || p[238] != 83 || p[239] != 99) return 0;
+  size_t at = 240;
+  while (at < n) {
+    unsigned code = p[at];
+    if (code == 0) {
+      at++;
+      continue;
+    }
+    if (code == 255 || at + 1 >= n) return 0;
+    unsigned len = p[at + 1];
+    if (code == 53) return len == 1 && at + 2 < n && p[at + 2] >= 1 && p[at + 2] <= 31 ? p[at + 2] : 0;
+    at += 2 + (size_t)len;
+  }
+  return 0;
+}
+
+// Reads one datagram into the arena at `used`. 1: read (delivered: `*delivered` set; else filtered or truncated);
+// 0: nothing more to read, or an error (counted).
+static int read_into_arena(udp_socket *s, size_t used, uint32_t *meta, bool *delivered, size_t *length) {
+  struct sockaddr_in from;
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = s->arena + used, .iov_len = UDP_MAX_DATAGRAM};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  memset(&from, 0, sizeof from);
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  *delivered = false;
+  ssize_t n;
+  do {
+    n = recvmsg(s->fd, &msg, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) s->receive_errors++;
+    return 0;
+  }
+  if (msg.msg_flags & MSG_TRUNC) {
+    s->truncated++;
+    return 1;
+  }
+  uint32_t type = s->dhcp ? dhcp_type(s->arena + used, (size_t)n) : 0;
+  if (type != 0 && (s->dhcp_drop & (1u << type))) {
+    s->filtered++;
+    return 1;
+  }
+  struct in_pktinfo info;
+  memset(&info, 0, sizeof info);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof info)) {
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+    }
+  }
+  meta[0] = (uint32_t)used;
+  meta[1] = (uint32_t)n;
+  meta[2] = ntohl(from.sin_addr.s_addr);
+  meta[3] = ntohs(from.sin_port);
+  meta[4] = (uint32_t)info.ipi_ifindex;
+  meta[5] = ntohl(info.ipi_addr.s_addr);
+  meta[6] = ntohl(info.ipi_spec_dst.s_addr);
+  meta[7] = type;
+  s->received++;
+  *delivered = true;
+  *length = (size_t)n;
+  return 1;
+}
+
+// One wakeup in batch mode (see above). Returns after read_batch datagrams, when the socket is drained, on an error,
+// or when the callback threw.
+static void receive_batch(udp_socket *s, napi_value callback) {
+  napi_env env = s->env;
+  uint32_t reads = 0;
+  bool more = true;
+  while (more && reads < s->read_batch && s->fd >= 0) {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    napi_value meta_value;
+    napi_typedarray_type meta_type;
+    size_t meta_length = 0;
+    void *meta_data = NULL;
+    if (napi_get_reference_value(env, s->meta, &meta_value) != napi_ok || meta_value == NULL ||
+        napi_get_typedarray_info(env, meta_value, &meta_type, &meta_length, &meta_data, NULL, NULL) != napi_ok ||
+        meta_type != napi_uint32_array || meta_data == NULL) {
+      // Cannot happen while the socket is open (the reference is strong and the array ours).
+      s->receive_errors++;
+      uv_poll_stop(&s->poll);
+      napi_close_handle_scope(env, scope);
+      return;
+    }
+    uint32_t *meta = meta_data;
+    size_t capacity = meta_length / UDP_META_WORDS;  // 0 if JS detached the buffer: then nothing is read
+    uint32_t count = 0;
+    size_t used = 0;
+    while (reads < s->read_batch && count < capacity && used + UDP_MAX_DATAGRAM <= UDP_ARENA) {
+      bool delivered;
+      size_t length = 0;
+      if (!read_into_arena(s, used, meta + (size_t)count * UDP_META_WORDS, &delivered, &length)) {
+        more = false;
+        break;
+      }
+      reads++;
+      if (delivered) {
+        used += length;
+        count++;
+      }
+    }
+    if (capacity == 0) {
+      s->receive_errors++;
+      uv_poll_stop(&s->poll);
+      more = false;
+    }
+    if (count > 0) {
+      napi_value argv[4], undefined;
+      argv[1] = meta_value;
+      if (napi_create_buffer_copy(env, used, s->arena, NULL, &argv[0]) != napi_ok ||
+          napi_get_undefined(env, &undefined) != napi_ok ||
+          napi_create_uint32(env, count, &argv[2]) != napi_ok ||
+          napi_create_double(env, (double)s->filtered, &argv[3]) != napi_ok ||
+          napi_call_function(env, undefined, callback, 4, argv, NULL) != napi_ok) {
+        bool pending = false;
+        napi_value error;
+        if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+            napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+          napi_fatal_exception(env, error);
+        }
+        more = false;
+      }
+    }
+    napi_close_handle_scope(env, scope);
+  }
+}
+
 static void on_readable(uv_poll_t *handle, int status, int events) {
   udp_socket *s = handle->data;
   napi_env env = s->env;
@@ -577,8 +743,12 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   // One callback scope per batch: process.nextTick callbacks and promise jobs queued by the datagram
   // callbacks run when it closes, as after any other I/O callback.
   s->dispatching = true;
-  for (uint32_t i = 0; i < s->read_batch && s->fd >= 0; i++) {
-    if (!receive_one(s, callback)) break;
+  if (s->batch) {
+    receive_batch(s, callback);
+  } else {
+    for (uint32_t i = 0; i < s->read_batch && s->fd >= 0; i++) {
+      if (!receive_one(s, callback)) break;
+    }
   }
   s->dispatching = false;
   napi_close_callback_scope(env, callback_scope);
@@ -633,9 +803,12 @@ static bool bool_option(napi_env env, napi_value options, const char *name, bool
 
 // udpOpen(options, onDatagram) -> handle (an object to pass to udpSend/udpClose/udpStats)
 //   options: { address: string, port: number, device?: string, broadcast?: boolean (false),
-//              freebind?: boolean (false), reuseAddress?: boolean (true), receiveBufferSize?: number }
+//              freebind?: boolean (false), reuseAddress?: boolean (true), receiveBufferSize?: number,
+//              readBatch?: number, batch?: boolean (false), dhcp?: boolean (false) }
 //   onDatagram(data: Buffer, address: string, port: number, ifindex: number, localAddress: string,
 //              interfaceAddress: string)
+//   with batch: onDatagram(data: Buffer, meta: Uint32Array, count: number, filtered: number), see receive_batch;
+//   dhcp (batch only) peeks each datagram's DHCP message type into meta and allows udpSetDhcpDrop.
 // An options object rather than positional arguments, so later needs (receive timestamps for NTP,
 // say) are one more property. Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES,
 // EPERM, EADDRNOTAVAIL, ...), syscall naming the step that failed, path = the device or address:port.
@@ -662,12 +835,14 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_valuetype type;
   struct in_addr address;
   uint32_t port, rcvbuf = 0, read_batch = UDP_BATCH;
-  bool broadcast, freebind, reuse;
+  bool broadcast, freebind, reuse, batch, dhcp;
   if (!get_option(env, options, "address", &value, &type) || !ipv4_arg(env, value, "address", &address) ||
       !get_option(env, options, "port", &value, &type) || !uint_arg(env, value, "port", 65535, &port) ||
       !bool_option(env, options, "broadcast", false, &broadcast) ||
       !bool_option(env, options, "freebind", false, &freebind) ||
       !bool_option(env, options, "reuseAddress", true, &reuse) ||
+      !bool_option(env, options, "batch", false, &batch) ||
+      !bool_option(env, options, "dhcp", false, &dhcp) ||
       !get_option(env, options, "receiveBufferSize", &value, &type) ||
       (type != napi_undefined && !uint_arg(env, value, "receiveBufferSize", INT32_MAX / 2, &rcvbuf)) ||
       !get_option(env, options, "readBatch", &value, &type) ||
@@ -757,11 +932,25 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   s->recv_buf = state->recv_buf;
   s->port = ntohs(sa.sin_port);
   s->read_batch = read_batch;
+  s->batch = batch;
+  s->dhcp = batch && dhcp;
   s->poll.data = s;
 
   // JS side first: each step can fail and is undone by release_socket(s, true) below.
   napi_value handle, name;
-  bool ok = napi_create_object(env, &handle) == napi_ok &&
+  bool ok = true;
+  if (batch) {
+    // Batch mode: the arena (freed with the struct) and the per-datagram fields JS reads (one row per datagram
+    // a call can hold: read_batch at most).
+    napi_value buffer, meta;
+    void *meta_data = NULL;
+    s->arena = malloc(UDP_ARENA);
+    ok = s->arena != NULL &&
+         napi_create_arraybuffer(env, (size_t)read_batch * UDP_META_WORDS * sizeof(uint32_t), &meta_data, &buffer) == napi_ok &&
+         napi_create_typedarray(env, napi_uint32_array, (size_t)read_batch * UDP_META_WORDS, buffer, 0, &meta) == napi_ok &&
+         napi_create_reference(env, meta, 1, &s->meta) == napi_ok;
+  }
+  ok = ok && napi_create_object(env, &handle) == napi_ok &&
             napi_create_reference(env, argv[1], 1, &s->callback) == napi_ok &&
             napi_create_string_latin1(env, "metalbox.UdpSocket", NAPI_AUTO_LENGTH, &name) == napi_ok &&
             napi_async_init(env, handle, name, &s->async_context) == napi_ok &&
@@ -920,6 +1109,52 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return send_datagram(env, s, address, port, data, length, &msg);
 }
 
+// udpSendTo(handle, data: Buffer, address: number, port: number) -> as udpSend, without ifindex or source address.
+// The address is a number in host order (1.2.3.4 = 0x01020304), as batch mode delivers them: a DHCP server's replies
+// skip parsing a dotted quad (and a string copy) per packet.
+static napi_value udp_send_to(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSendTo(socket, data, address, port) needs four arguments");
+    return NULL;
+  }
+  udp_socket *s;
+  void *data = NULL;
+  size_t length = 0;
+  if (!send_head(env, argv, &s, &data, &length)) return NULL;
+  uint32_t address, port;
+  if (!uint_arg(env, argv[2], "address", UINT32_MAX, &address) || !uint_arg(env, argv[3], "port", 65535, &port)) return NULL;
+  struct in_addr to = {.s_addr = htonl(address)};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  return send_datagram(env, s, to, port, data, length, &msg);
+}
+
+// udpSetDhcpDrop(handle, mask: number): from now on, DHCP requests whose message type t has bit t set in mask are
+// read and dropped in receive_batch, before any JS sees them, and counted (stats `filtered`); 0 turns it off. Only
+// for sockets opened with batch and dhcp (TypeError otherwise). The DHCP service sets it while it sheds DISCOVERs.
+static napi_value udp_set_dhcp_drop(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSetDhcpDrop(socket, mask) needs two arguments");
+    return NULL;
+  }
+  udp_socket *s = socket_arg(env, argv[0]);
+  if (s == NULL) return NULL;
+  uint32_t mask;
+  if (!uint_arg(env, argv[1], "mask", UINT32_MAX, &mask)) return NULL;
+  if (!s->dhcp) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "udpSetDhcpDrop: the socket was not opened with batch and dhcp");
+    return NULL;
+  }
+  s->dhcp_drop = mask;
+  return NULL;
+}
+
 // udp(7) UDP_SEGMENT (Linux 4.18): the value of the cmsg and the sockopt, from <linux/udp.h>.
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -991,7 +1226,7 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// udpStats(handle) -> { port, open, received, truncated, sent, dropped, kernelDropped, receiveErrors }
+// udpStats(handle) -> { port, open, received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered }
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1014,6 +1249,7 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
     {"dropped", (double)s->dropped},
     {"kernelDropped", s->fd >= 0 ? socket_drops(s->fd) : s->kernel_dropped},
     {"receiveErrors", (double)s->receive_errors},
+    {"filtered", (double)s->filtered},
   };
   NAPI_CALL(env, napi_set_named_property(env, result, "open", open));
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -1398,6 +1634,8 @@ NAPI_MODULE_INIT() {
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendSegments", NULL, udp_send_segments, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSetDhcpDrop", NULL, udp_set_dhcp_drop, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSocketCount", NULL, udp_socket_count, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -29,9 +29,18 @@ export const INDEXES: { readonly [C in keyof Indexes]: Readonly<Record<Indexes[C
 
 type AnyIndexDef = IndexDef<unknown>;
 
+const INDEXES_OF = new Map<string, [string, AnyIndexDef][]>();
+
+/** The indexes of a collection as [name, definition] pairs (the same array every call: do not change it). */
 export function indexesOf(collection: CollectionName): [string, AnyIndexDef][] {
-  const defs = (INDEXES as Partial<Record<CollectionName, Record<string, AnyIndexDef>>>)[collection];
-  return defs ? Object.entries(defs) : [];
+  let list = INDEXES_OF.get(collection);
+  if (list === undefined) {
+    const defs = (INDEXES as Partial<Record<CollectionName, Record<string, AnyIndexDef>>>)[collection];
+    list = defs ? Object.entries(defs) : [];
+    // Only names that are collections are cached: the map cannot grow from caller input.
+    if (isCollectionName(collection)) INDEXES_OF.set(collection, list);
+  }
+  return list;
 }
 
 export function indexSpace(collection: CollectionName, index: string): string {
@@ -50,81 +59,135 @@ export function indexValue(value: string): string {
 
 /** The normalized, de-duplicated values a record has in one index. A malformed record is a caller bug. */
 export function valuesOf(def: AnyIndexDef, record: unknown, where: string): Set<string> {
-  const out = new Set<string>();
-  if (record === undefined) return out;
+  return new Set(valueList(def, record, where));
+}
+
+/** valuesOf as an array (most indexes give a record one value: no Set needed to de-duplicate). */
+function valueList(def: AnyIndexDef, record: unknown, where: string): string[] {
+  if (record === undefined) return [];
   if (typeof record !== 'object' || record === null) throw new TypeError(`${where}: record must be an object`);
   const raw = def.values(record);
   if (!Array.isArray(raw)) throw new TypeError(`${where}: indexed field must be an array`);
+  const out: string[] = [];
   for (const v of raw) {
     if (typeof v !== 'string') throw new TypeError(`${where}: indexed value must be a string`);
-    out.add(indexValue(v));
+    const n = indexValue(v);
+    if (!out.includes(n)) out.push(n);
   }
   return out;
 }
 
-// Reads a batch of `[space, key]`s (one round trip); `undefined` for a missing key. Records come back decoded.
-export type SpaceReader = (keys: readonly (readonly [string, string])[]) => Promise<readonly unknown[]>;
+type MaybePromise<T> = T | Promise<T>;
 
-/** One raw change; `value === undefined` deletes. */
-export interface RawOp { space: string; key: string; value: unknown }
+/** `f(x)`, once `x` is there: at once for a value, after it resolves for a promise. */
+function after<T, U>(x: MaybePromise<T>, f: (v: T) => MaybePromise<U>): MaybePromise<U> {
+  return x instanceof Promise ? x.then(f) : f(x);
+}
 
-interface Claim { id: string; space: string; value: string; key: string; collection: CollectionName; index: string; def: AnyIndexDef }
+/**
+ * Reads a batch of `[space, key]`s (one round trip); `undefined` for a missing key. Records come back decoded.
+ * It may answer at once (everything in memory) or with a promise.
+ */
+export type SpaceReader = (keys: readonly (readonly [string, string])[]) => MaybePromise<readonly unknown[]>;
 
-export async function planWrite(ops: readonly WriteOp[], read: SpaceReader): Promise<RawOp[]> {
-  // Last op on a key wins, as in a LevelDB batch; emitting only the final value keeps the batch small.
-  const records = new Map<string, { collection: CollectionName; key: string; value: unknown }>();
+/** A write op as planWrite takes it: `text` (the value's JSON, if the store made it) travels to the RawOp. */
+export type PlanOp = WriteOp & { text?: string };
+
+/** One raw change; `value === undefined` deletes. `text`: the JSON of a record put, when its op had one. */
+export interface RawOp { space: string; key: string; value: unknown; text?: string }
+
+interface Claim { space: string; value: string; key: string; collection: CollectionName; index: string; def: AnyIndexDef; owner?: unknown }
+
+interface Planned { collection: CollectionName; key: string; value: unknown; text: string | undefined }
+
+/**
+ * The raw changes of one write: the records (the last op on a key wins) and the index entries they take and give up.
+ * Answers at once when `read` does (a store whose indexed records are in memory plans without a turn of the event
+ * loop), else with a promise; a conflict is a STORE_CONFLICT thrown or rejected accordingly.
+ */
+export function planWrite(ops: readonly PlanOp[], read: SpaceReader): MaybePromise<RawOp[]> {
+  // Last op on a key wins, as in a LevelDB batch; emitting only the final value keeps the batch small. Order: by
+  // each key's last op. Keys are looked up per collection (no "collection\0key" strings to build and hash).
+  const records: (Planned | undefined)[] = [];
+  const seen = new Map<string, Map<string, number>>();
+  let dropped = 0;
   for (const op of ops) {
-    const id = `${op.collection}\0${op.key}`;
-    records.delete(id); // keep op order for the final value
-    records.set(id, { collection: op.collection, key: op.key, value: op.type === 'put' ? op.value : undefined });
+    let keys = seen.get(op.collection);
+    if (keys === undefined) seen.set(op.collection, (keys = new Map()));
+    const at = keys.get(op.key);
+    if (at !== undefined) { records[at] = undefined; dropped++; }
+    keys.set(op.key, records.length);
+    records.push({ collection: op.collection, key: op.key, value: op.type === 'put' ? op.value : undefined, text: op.type === 'put' ? op.text : undefined });
   }
-  const out: RawOp[] = [...records.values()].map((r) => ({ space: r.collection, key: r.key, value: r.value }));
-  const indexed = [...records.values()].filter((r) => indexesOf(r.collection).length > 0);
+  const out: RawOp[] = [];
+  const indexed: Planned[] = [];
+  for (const r of dropped === 0 ? records : records.filter((x) => x !== undefined)) {
+    out.push(r!.text === undefined ? { space: r!.collection, key: r!.key, value: r!.value } : { space: r!.collection, key: r!.key, value: r!.value, text: r!.text });
+    if (indexesOf(r!.collection).length > 0) indexed.push(r!);
+  }
   if (indexed.length === 0) return out;
 
   // Round 1: what these records look like now, to find the index entries they give up.
-  const before = await read(indexed.map((r) => [r.collection, r.key]));
-  const releases: Claim[] = [];
-  const claims = new Map<string, Claim>();
-  indexed.forEach((r, i) => {
-    for (const [index, def] of indexesOf(r.collection)) {
-      const where = `${r.collection} "${r.key}"`;
-      const old = valuesOf(def, before[i], where);
-      const now = valuesOf(def, r.value, where);
-      const space = indexSpace(r.collection, index);
-      const entry = (value: string): Claim => ({ id: `${space}\0${value}`, space, value, key: r.key, collection: r.collection, index, def });
-      for (const v of old) if (!now.has(v)) releases.push(entry(v));
-      for (const v of now) {
-        // A unique entry the record already owns needs no write; a latest-wins entry is re-pointed on every put.
-        if (def.unique && old.has(v)) continue;
-        const claim = entry(v);
-        const rival = claims.get(claim.id);
-        if (rival && rival.key !== r.key && def.unique) throw conflict(claim, rival.key);
-        claims.set(claim.id, claim);
+  return after(read(indexed.map((r) => [r.collection, r.key])), (before) => {
+    const releases: Claim[] = [];
+    const claims = new Map<string, Map<string, Claim>>();
+    const touched: Claim[] = [];
+    indexed.forEach((r, i) => {
+      for (const [index, def] of indexesOf(r.collection)) {
+        const where = `${r.collection} "${r.key}"`;
+        const old = valueList(def, before[i], where);
+        const now = valueList(def, r.value, where);
+        const space = indexSpace(r.collection, index);
+        for (const v of old) {
+          if (now.includes(v)) continue;
+          const release: Claim = { space, value: v, key: r.key, collection: r.collection, index, def };
+          releases.push(release);
+          touched.push(release);
+        }
+        let inSpace = claims.get(space);
+        if (inSpace === undefined) claims.set(space, (inSpace = new Map()));
+        for (const v of now) {
+          // A unique entry the record already owns needs no write; a latest-wins entry is re-pointed on every put.
+          if (def.unique && old.includes(v)) continue;
+          const rival = inSpace.get(v);
+          if (rival && rival.key !== r.key && def.unique) throw conflict({ space, value: v, key: r.key, collection: r.collection, index, def }, rival.key);
+          const claim: Claim = { space, value: v, key: r.key, collection: r.collection, index, def };
+          if (rival) touched[touched.indexOf(rival)] = claim;
+          else touched.push(claim);
+          inSpace.set(v, claim);
+        }
       }
-    }
-  });
+    });
+    if (touched.length === 0) return out;
 
-  // Round 2: the current owner of every index entry touched.
-  const touched = [...releases, ...claims.values()];
-  const owners = await read(touched.map((c) => [c.space, c.value]));
-  const ownerOf = new Map(touched.map((c, i) => [c.id, owners[i]]));
-  const releasedBy = new Set(releases.map((c) => `${c.id}\0${c.key}`));
-
-  for (const rel of releases) {
-    // Only drop an entry that still points here (a latest-wins entry may belong to a newer lease).
-    if (!claims.has(rel.id) && ownerOf.get(rel.id) === rel.key) out.push({ space: rel.space, key: rel.value, value: undefined });
-  }
-  for (const claim of claims.values()) {
-    const owner = ownerOf.get(claim.id);
-    if (claim.def.unique && typeof owner === 'string' && owner !== claim.key && !releasedBy.has(`${claim.id}\0${owner}`)) {
+    // Round 2: the current owner of every index entry touched.
+    return after(read(touched.map((c) => [c.space, c.value])), (owners) => {
+      touched.forEach((c, i) => { c.owner = owners[i]; });
+      for (const rel of releases) {
+        // Only drop an entry that still points here (a latest-wins entry may belong to a newer lease).
+        if (!claims.get(rel.space)?.has(rel.value) && rel.owner === rel.key) out.push({ space: rel.space, key: rel.value, value: undefined });
+      }
+      const clashes: Claim[] = [];
+      for (const inSpace of claims.values()) {
+        for (const claim of inSpace.values()) {
+          const owner = claim.owner;
+          if (claim.def.unique && typeof owner === 'string' && owner !== claim.key &&
+              !releases.some((r) => r.space === claim.space && r.value === claim.value && r.key === owner)) clashes.push(claim);
+          else out.push({ space: claim.space, key: claim.value, value: claim.key });
+        }
+      }
+      if (clashes.length === 0) return out;
       // Round 3, only on a clash: an entry whose owner is gone or no longer has the value is stale; take it over.
-      const [ownerRecord] = await read([[claim.collection, owner]]);
-      if (valuesOf(claim.def, ownerRecord, `${claim.collection} "${owner}"`).has(claim.value)) throw conflict(claim, owner);
-    }
-    out.push({ space: claim.space, key: claim.value, value: claim.key });
-  }
-  return out;
+      return after(read(clashes.map((c) => [c.collection, c.owner as string])), (ownerRecords) => {
+        clashes.forEach((claim, i) => {
+          const owner = claim.owner as string;
+          if (valueList(claim.def, ownerRecords[i], `${claim.collection} "${owner}"`).includes(claim.value)) throw conflict(claim, owner);
+          out.push({ space: claim.space, key: claim.value, value: claim.key });
+        });
+        return out;
+      });
+    });
+  });
 }
 
 function conflict(claim: Claim, owner: string): MetalboxError {
@@ -148,7 +211,8 @@ export function checkOps(ops: readonly WriteOp[]): void {
 
 export function checkKey(key: unknown): asserts key is string {
   // A lone UTF-16 surrogate would not survive the UTF-8 round trip to disk, so the two stores would disagree.
-  if (typeof key !== 'string' || key === '' || Buffer.from(key).toString() !== key) {
+  // isWellFormed (ES2024, in every Node >= 20) says exactly that, without encoding the key (per op, per write).
+  if (typeof key !== 'string' || key === '' || !(key as string & { isWellFormed(): boolean }).isWellFormed()) {
     throw new TypeError(`store key must be a non-empty well-formed string, got ${JSON.stringify(key)}`);
   }
 }

@@ -13,7 +13,7 @@ import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { errnoCode, isMetalboxError, MetalboxError } from '../lib/errors.ts';
 import { createCollection, pick, type Collections, type StoreBackend } from './collection.ts';
-import { checkOps, INDEX_SPACES, indexesOf, indexSpace, planWrite, valuesOf, type RawOp } from './indexes.ts';
+import { checkOps, INDEX_SPACES, indexesOf, indexSpace, planWrite, valuesOf, type PlanOp, type RawOp } from './indexes.ts';
 import { findDamage } from './leveldb-check.ts';
 import {
   COLLECTIONS, META_SPACE, MIGRATIONS, rawKey, SCHEMA_VERSIONS, STORE_FORMAT_VERSION, type Migrations, type SchemaVersions,
@@ -95,6 +95,23 @@ export async function openLevelStore(stateDir: string, options: LevelStoreOption
     throw levelError(err, dbDir);
   }
   return new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false, resident);
+}
+
+/**
+ * `JSON.parse(text)` where `text` is `JSON.stringify(value)`: a copy with exactly the JSON semantics. A flat plain
+ * object of strings, booleans, null and finite numbers (a lease record, written per ACK) is copied field by field,
+ * which gives the same object without parsing the text again; anything else is parsed.
+ */
+function jsonCopy(value: unknown, text: string): unknown {
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return JSON.parse(text);
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    const v = (value as Record<string, unknown>)[key];
+    const t = typeof v;
+    if (t === 'string' || t === 'boolean' || v === null || (t === 'number' && Number.isFinite(v) && !Object.is(v, -0))) out[key] = v;
+    else if (v !== undefined) return JSON.parse(text); // nested, Date, toJSON, NaN, -0, functions: JSON decides
+  }
+  return out;
 }
 
 /** A caller's own copy of a resident value (callers may change what they get, as with values read from disk). */
@@ -365,9 +382,11 @@ function levelError(err: unknown, dbDir: string): unknown {
 // The open store
 
 interface Prepared {
-  /** Raw `[key, value]` pairs; value `undefined` deletes. */
-  batch: [string, string | undefined][];
-  /** Overlay keys this write set, removed once durable unless a later write set them again. */
+  /** Raw keys and values, in order; value `undefined` deletes. */
+  rawKeys: string[];
+  rawValues: (string | undefined)[];
+  /** Overlay entries this write set (space, key, value), removed once durable unless a later write set them again. */
+  spaces: string[];
   keys: string[];
   /** The values of `keys`, in order (for resident spaces once durable). */
   values: unknown[];
@@ -379,12 +398,27 @@ interface Prepared {
 interface OverlayEntry { value: unknown; seq: number }
 
 interface Queued {
-  /** The ops; put values of collections that planning reads (indexed or resident) are private copies. */
-  ops: WriteOp[];
-  /** JSON text of each record put, by `collection\0key` (the last op on a key wins). */
-  texts: Map<string, string>;
+  /**
+   * The ops, each put with its value's JSON (`text`, what goes to disk); put values of collections that planning
+   * reads (indexed or resident) are private copies.
+   */
+  ops: PlanOp[];
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+/** Values by space, then key: lookups without building a "space\0key" string per key. */
+class SpaceMap<V> {
+  readonly #spaces = new Map<string, Map<string, V>>();
+  get(space: string, key: string): V | undefined { return this.#spaces.get(space)?.get(key); }
+  has(space: string, key: string): boolean { return this.#spaces.get(space)?.has(key) ?? false; }
+  set(space: string, key: string, value: V): void {
+    let m = this.#spaces.get(space);
+    if (m === undefined) this.#spaces.set(space, (m = new Map()));
+    m.set(key, value);
+  }
+  delete(space: string, key: string): void { this.#spaces.get(space)?.delete(key); }
+  clear(): void { this.#spaces.clear(); }
 }
 
 class LevelStoreImpl implements LevelStore {
@@ -401,16 +435,16 @@ class LevelStoreImpl implements LevelStore {
 
   readonly #collections: Collections;
   readonly #spaces = new Map<string, Sublevel>();
-  /** Newest not-yet-durable value per `space\0key` (undefined = pending delete), for planning later writes. */
-  readonly #overlay = new Map<string, OverlayEntry>();
+  /** Newest not-yet-durable value per space and key (undefined = pending delete), for planning later writes. */
+  readonly #overlay = new SpaceMap<OverlayEntry>();
   readonly #stats: StoreStats = { syncs: 0, writes: 0, maxGroup: 0 };
   /** Collections whose records planning reads or keeps (indexed or resident). */
   readonly #planned: Set<string>;
   #seq = 0;
   #queue: Queued[] = [];
   #planning = false;
-  /** Durable values read while planning the current lot, by `space\0key`. */
-  #cache: Map<string, unknown> | undefined;
+  /** Durable values read while planning the current lot, by space and key. */
+  #cache: SpaceMap<unknown> | undefined;
   #ready: Prepared[] = [];
   #inFlight = false;
   #idle: (() => void)[] = [];
@@ -579,25 +613,27 @@ class LevelStoreImpl implements LevelStore {
   // half a millisecond, groups stayed near one write.
 
   write(ops: WriteOp[]): Promise<void> {
-    let copy: WriteOp[];
-    const texts = new Map<string, string>();
+    const copy: PlanOp[] = new Array(ops.length);
     try {
       checkOps(ops);
       if (this.#closing) throw new MetalboxError('STORE_CLOSED', 'the store is closing');
       // The caller may mutate its objects once write() returns: serialize now. The text is what goes to disk;
       // planning reads a copy parsed back from it only where it looks inside (indexed or resident collections).
-      copy = ops.map((op) => {
-        if (op.type !== 'put') return op;
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!;
+        if (op.type !== 'put') {
+          copy[i] = op;
+          continue;
+        }
         const text = JSON.stringify(op.value) as string | undefined;
         if (text === undefined) throw new TypeError(`write(ops): put ${op.collection} "${op.key}": the value is not JSON`);
-        texts.set(`${op.collection}\0${op.key}`, text);
-        return this.#planned.has(op.collection) ? { ...op, value: JSON.parse(text) } : op;
-      });
+        copy[i] = { type: 'put', collection: op.collection, key: op.key, value: this.#planned.has(op.collection) ? jsonCopy(op.value, text) : op.value, text } as PlanOp;
+      }
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ ops: copy, texts, resolve, reject });
+      this.#queue.push({ ops: copy, resolve, reject });
       this.#pump();
     });
   }
@@ -614,54 +650,82 @@ class LevelStoreImpl implements LevelStore {
 
   async #planQueued(): Promise<void> {
     const writes = this.#queue.splice(0, MAX_PLAN_BATCH);
-    this.#cache = new Map();
-    try {
-      await this.#prefetch(writes);
-    } catch {
+    this.#cache = new SpaceMap();
+    const prefetched = this.#prefetch(writes);
+    if (prefetched !== undefined) {
       // Only an optimization: whatever it could not fetch, planning reads itself and reports properly.
+      await prefetched.catch(() => undefined);
     }
     for (const w of writes) {
-      try {
-        await this.#plan(w);
-      } catch (err) {
-        w.reject(err);
-      }
+      // Writes whose reads are all in memory (resident collections, the overlay, the prefetch) plan at once.
+      const planned = this.#plan(w);
+      if (planned !== undefined) await planned;
     }
     this.#cache = undefined;
   }
 
-  async #plan({ ops, texts, resolve, reject }: Queued): Promise<void> {
-    if (this.#failed) return reject(this.#writeFailed());
-    let raw: RawOp[];
-    try {
-      raw = await planWrite(ops, (keys) => this.#readPending(keys));
-    } catch (err) {
-      return reject(levelError(err, this.dbDir)); // a conflict rejects this call only; nothing of it was queued
+  /** Plans one write and hands it to #flush; a promise only when planning had to read the disk. Never throws. */
+  #plan(w: Queued): Promise<void> | undefined {
+    if (this.#failed) {
+      w.reject(this.#writeFailed());
+      return undefined;
     }
-    if (this.#failed) return reject(this.#writeFailed()); // failed while we were reading
+    let raw: RawOp[] | Promise<RawOp[]>;
+    try {
+      raw = planWrite(w.ops, (keys) => this.#readPending(keys));
+    } catch (err) {
+      w.reject(levelError(err, this.dbDir)); // a conflict rejects this call only; nothing of it was queued
+      return undefined;
+    }
+    if (!(raw instanceof Promise)) {
+      this.#prepare(w, raw);
+      return undefined;
+    }
+    return raw.then((r) => {
+      if (this.#failed) w.reject(this.#writeFailed()); // failed while we were reading
+      else this.#prepare(w, r);
+    }, (err: unknown) => w.reject(levelError(err, this.dbDir)));
+  }
+
+  #prepare({ resolve, reject }: Queued, raw: RawOp[]): void {
     const seq = ++this.#seq;
-    const batch: Prepared['batch'] = [];
+    const n = raw.length;
+    const rawKeys: string[] = new Array(n);
+    const rawValues: (string | undefined)[] = new Array(n);
+    const spaces: string[] = [];
     const keys: string[] = [];
     const values: unknown[] = [];
-    for (const { space, key, value } of raw) {
+    for (let i = 0; i < n; i++) {
+      const { space, key, value, text } = raw[i]!;
       const isRecord = !space.startsWith('idx.');
-      const id = `${space}\0${key}`;
-      const text = value === undefined ? undefined
-        : isRecord ? `{"v":${this.versions[space as CollectionName]},"d":${texts.get(id)!}}` : String(value);
-      batch.push([rawKey(space, key), text]);
+      rawKeys[i] = rawKey(space, key);
+      rawValues[i] = value === undefined ? undefined
+        : isRecord ? `{"v":${this.versions[space as CollectionName]},"d":${text!}}` : String(value);
       // Only what planning reads needs the overlay (records of indexed or resident collections, index entries).
       if (!isRecord || this.#planned.has(space)) {
-        this.#overlay.set(id, { value, seq });
-        keys.push(id);
+        this.#overlay.set(space, key, { value, seq });
+        spaces.push(space);
+        keys.push(key);
         values.push(value);
       }
     }
-    this.#ready.push({ batch, keys, values, seq, resolve, reject });
+    this.#ready.push({ rawKeys, rawValues, spaces, keys, values, seq, resolve, reject });
     this.#flush();
   }
 
-  /** Reads, in two round trips for the whole lot, the records these writes touch and the index entries involved. */
-  async #prefetch(writes: Queued[]): Promise<void> {
+  /**
+   * Reads, in two round trips for the whole lot, the records these writes touch and the index entries involved;
+   * undefined when there is nothing to read (only resident or unindexed collections).
+   */
+  #prefetch(writes: Queued[]): Promise<void> | undefined {
+    let any = false;
+    for (const { ops } of writes) {
+      for (const op of ops) if (indexesOf(op.collection).length > 0 && !this.resident.has(op.collection)) any = true;
+    }
+    return any ? this.#prefetchReads(writes) : undefined;
+  }
+
+  async #prefetchReads(writes: Queued[]): Promise<void> {
     const records = new Map<string, [string, string]>();
     const entries = new Map<string, [string, string]>();
     const want = (m: Map<string, [string, string]>, space: string, key: string): void => {
@@ -691,35 +755,36 @@ class LevelStoreImpl implements LevelStore {
    * planner (the caller) adds one. A cached durable value stays valid while planning: it is dropped when a
    * write to its key becomes durable.
    */
-  async #readPending(keys: readonly (readonly [string, string])[]): Promise<unknown[]> {
+  #readPending(keys: readonly (readonly [string, string])[]): unknown[] | Promise<unknown[]> {
     const out: unknown[] = new Array(keys.length);
-    const missing: number[] = [];
-    keys.forEach(([space, key], i) => {
-      const id = `${space}\0${key}`;
-      const pending = this.#overlay.get(id);
+    let missing: number[] | undefined;
+    for (let i = 0; i < keys.length; i++) {
+      const [space, key] = keys[i]!;
+      const pending = this.#overlay.get(space, key);
       const resident = this.resident.get(space);
       if (pending) out[i] = pending.value;
       else if (resident) out[i] = resident.get(key);
-      else if (this.#cache?.has(id)) out[i] = this.#cache.get(id);
-      else missing.push(i);
-    });
-    if (missing.length > 0) {
-      const texts = await this.db.getMany(missing.map((i) => rawKey(...keys[i]!)));
-      missing.forEach((pos, j) => {
+      else if (this.#cache?.has(space, key)) out[i] = this.#cache.get(space, key);
+      else (missing ??= []).push(i);
+    }
+    if (missing === undefined) return out;
+    const need = missing;
+    return this.db.getMany(need.map((i) => rawKey(...keys[i]!))).then((texts) => {
+      need.forEach((pos, j) => {
         const [space, key] = keys[pos]!;
         out[pos] = space.startsWith('idx.') ? texts[j] : this.#decode(space, key, texts[j]);
-        this.#cache?.set(`${space}\0${key}`, out[pos]);
+        this.#cache?.set(space, key, out[pos]);
       });
-    }
-    return out;
+      return out;
+    });
   }
 
   #flush(): void {
     if (this.#inFlight || this.#ready.length === 0) return;
     let take = 1;
     if (this.groupCommit) {
-      for (let ops = this.#ready[0]!.batch.length; take < this.#ready.length; take++) {
-        ops += this.#ready[take]!.batch.length;
+      for (let ops = this.#ready[0]!.rawKeys.length; take < this.#ready.length; take++) {
+        ops += this.#ready[take]!.rawKeys.length;
         if (ops > MAX_GROUP_OPS) break;
       }
     }
@@ -728,9 +793,11 @@ class LevelStoreImpl implements LevelStore {
     // (it copies and re-encodes each one), ten times this.
     const batch = this.db.batch();
     for (const w of group) {
-      for (const [key, value] of w.batch) {
-        if (value === undefined) batch.del(key);
-        else batch.put(key, value);
+      const { rawKeys, rawValues } = w;
+      for (let i = 0; i < rawKeys.length; i++) {
+        const value = rawValues[i];
+        if (value === undefined) batch.del(rawKeys[i]!);
+        else batch.put(rawKeys[i]!, value);
       }
     }
     this.#inFlight = true;
@@ -740,17 +807,18 @@ class LevelStoreImpl implements LevelStore {
       this.#stats.maxGroup = Math.max(this.#stats.maxGroup, group.length);
       const last = group.at(-1)!.seq;
       for (const w of group) {
-        w.keys.forEach((id, i) => {
-          const cut = id.indexOf('\0');
-          const resident = this.resident.get(id.slice(0, cut));
-          if (!resident) return;
-          if (w.values[i] === undefined) resident.delete(id.slice(cut + 1));
-          else resident.set(id.slice(cut + 1), w.values[i]);
-        });
-        for (const id of w.keys) {
-          const entry = this.#overlay.get(id); // gone already if two writes of this group set the key
-          if (entry && entry.seq <= last) this.#overlay.delete(id);
-          this.#cache?.delete(id);
+        const { spaces, keys, values } = w;
+        for (let i = 0; i < keys.length; i++) {
+          const space = spaces[i]!;
+          const key = keys[i]!;
+          const resident = this.resident.get(space);
+          if (resident) {
+            if (values[i] === undefined) resident.delete(key);
+            else resident.set(key, values[i]);
+          }
+          const entry = this.#overlay.get(space, key); // gone already if two writes of this group set the key
+          if (entry && entry.seq <= last) this.#overlay.delete(space, key);
+          this.#cache?.delete(space, key);
         }
       }
       for (const w of group) w.resolve();

@@ -2,10 +2,24 @@
 // run, both driven by ISC perfdhcp over the relay path. Not a timed test; run it by hand, as root:
 //
 //   node --import tsx test/bench/dhcp.ts [--rate R] [--seconds S] [--flood-seconds F] [--clients N]
-//       [--rounds K] [--warmup W] [--scenarios rate,flood,avalanche] [--log-level warn|info] [--max-noise PCT] [--nice N] [--binary]
+//       [--rounds K] [--warmup W] [--warmup-rate R] [--scenarios rate,flood,avalanche] [--log-level warn|info] [--max-noise PCT] [--nice N] [--binary]
+//       [--perf-record DIR] [--servers metalbox,kea] [--client-rcvbuf BYTES]
 //
-// Defaults: --rate 1000 --seconds 10 --flood-seconds 3 --clients 1000 --rounds 2 --warmup 2 --log-level warn --max-noise 25
+// Defaults: --rate 1000 --seconds 10 --flood-seconds 3 --clients 1000 --rounds 2 --warmup 2 --warmup-rate 1000 --log-level warn --max-noise 25
 // --nice 0. --binary runs dist/metalbox when it is newer than src/ (else the sources, with a note).
+// --client-rcvbuf BYTES (default 4 MiB, as metalbox asks for its DHCP socket; 0: perfdhcp's default) gives perfdhcp's
+// sockets that SO_RCVBUF (test/bench/rcvbuf-preload.c, an LD_PRELOAD shim built here; the kernel caps it at
+// net.core.rmem_max). perfdhcp has no option for it and takes net.core.rmem_default
+// (208 KiB), which is machine-wide: the shim leaves the servers and the machine alone. Without it a server that answers
+// a burst faster than perfdhcp reads loses replies at perfdhcp's socket ("rcvbuf drops load" below): perfdhcp runs its
+// sender and receiver threads on one CPU, and while it sends the avalanche's 1,000 DISCOVERs its receiver falls behind.
+// Measured: metalbox's avalanche took 1.8-2.0 s with 260-440 replies lost there and retransmitted after ~1 s, 0.22 s
+// with the shim; Kea's (2.0-2.6 s) is decided by its own socket, which drops DISCOVERs, and did not change.
+// --servers metalbox (or kea) runs one of the two only: for profiling, not for figures (no ratio without both).
+// --perf-record DIR: `perf record -e cpu-clock -g` of each server over its measured perfdhcp run only (not start-up or
+// warm-up), one DIR/ROUND-SCENARIO-SERVER.data each; metalbox then runs with --perf-basic-prof so its JIT frames have
+// names. `perf report -i FILE --no-children --sort sym` gives on-CPU self time per function (kernel, libc, V8, our
+// addon, JS alike): noise on the machine delays the server but does not land in its samples. Needs perf (linux-perf).
 //
 // Peers (Debian packages): kea-dhcp4-server (kea-dhcp4) and kea-admin (perfdhcp).
 //
@@ -41,9 +55,11 @@
 //
 // Fairness:
 // - Same CPU for both servers (taskset -c 1), perfdhcp on the other (taskset -c 0), same load, same duration.
-// - Warm-up: before each measured scenario, `--warmup W` seconds at 200 DORA/s from other MACs (both servers
-//   get it; 0 turns it off). It lets V8 compile metalbox's hot path before the clock starts, since an
-//   appliance runs for months; it leaves 200*W leases in the store.
+// - Warm-up: before each measured scenario, `--warmup W` seconds at `--warmup-rate R` DORA/s from other MACs (both
+//   servers get it; 0 turns it off). It lets V8 compile metalbox's hot path before the clock starts, since an
+//   appliance runs for months; it leaves R*W leases in the store. At 200/s (the default until the flood work of
+//   issue 3) V8 was still optimizing the hot path during a 3 s flood: TurboFan's compile threads took 11-30% of
+//   metalbox's CPU samples there (--perf-record); at 1000/s, 1-5%. Kea compiles nothing at run time.
 // - CPU per DORA: utime+stime of the server process (all its threads, so LevelDB's fsyncs on the libuv pool
 //   count) over the measured perfdhcp run only, divided by the ACKs perfdhcp received. Peak RSS is VmHWM.
 // - Durability is not equal, and the difference favours Kea: metalbox fsyncs each lease (group commit) before
@@ -98,11 +114,15 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
+    'warmup-rate': { type: 'string', default: '1000' },
     scenarios: { type: 'string', default: SCENARIOS.join(',') },
     binary: { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'warn' },
     'max-noise': { type: 'string', default: '25' },
     nice: { type: 'string', default: '0' },
+    'perf-record': { type: 'string' },
+    servers: { type: 'string', default: 'metalbox,kea' },
+    'client-rcvbuf': { type: 'string', default: String(4 * 1024 * 1024) },
   },
 });
 const rate = Number(values.rate);
@@ -111,17 +131,21 @@ const floodSeconds = Number(values['flood-seconds']);
 const clients = Number(values.clients);
 const rounds = Number(values.rounds);
 const warmup = Number(values.warmup);
+const warmupRate = Number(values['warmup-rate']);
 const scenarios = values.scenarios.split(',').map((s) => s.trim()) as Scenario[];
 const logLevel = values['log-level'];
 const maxNoise = Number(values['max-noise']);
 const NOISY_RETRIES = 2;
 const niceness = Number(values.nice);
+const perfDir = values['perf-record'];
+const servers = values.servers.split(',').map((s) => s.trim());
+const clientRcvbuf = Number(values['client-rcvbuf']);
 // perfdhcp -p takes whole seconds only.
 const wholeSeconds = (x: number, min: number): boolean => Number.isInteger(x) && x >= min;
-if (!(rate > 0) || !wholeSeconds(seconds, 1) || !wholeSeconds(floodSeconds, 1) || !wholeSeconds(warmup, 0) ||
+if (!(rate > 0) || !wholeSeconds(seconds, 1) || !wholeSeconds(floodSeconds, 1) || !wholeSeconds(warmup, 0) || !(warmupRate > 0) ||
     !Number.isInteger(clients) || clients < 1 || !Number.isInteger(rounds) || rounds < 1 ||
-    scenarios.some((s) => !SCENARIOS.includes(s)) || (logLevel !== 'warn' && logLevel !== 'info') || !(maxNoise >= 0) || !Number.isInteger(niceness) || niceness < -20 || niceness > 19) {
-  throw new TypeError(`usage: dhcp.ts [--rate R] [--seconds S] [--flood-seconds F] [--clients N] [--rounds K] [--warmup W] [--scenarios ${SCENARIOS.join(',')}] [--log-level warn|info] [--max-noise PCT] [--nice N] [--binary]`);
+    scenarios.some((s) => !SCENARIOS.includes(s)) || servers.length === 0 || servers.some((s) => s !== 'metalbox' && s !== 'kea') || !Number.isInteger(clientRcvbuf) || clientRcvbuf < 0 || (logLevel !== 'warn' && logLevel !== 'info') || !(maxNoise >= 0) || !Number.isInteger(niceness) || niceness < -20 || niceness > 19) {
+  throw new TypeError(`usage: dhcp.ts [--rate R] [--seconds S] [--flood-seconds F] [--clients N] [--rounds K] [--warmup W] [--warmup-rate R] [--scenarios ${SCENARIOS.join(',')}] [--log-level warn|info] [--max-noise PCT] [--nice N] [--binary] [--perf-record DIR] [--servers metalbox,kea] [--client-rcvbuf BYTES]`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -208,6 +232,8 @@ function parsePerfdhcp(text: string, exitCode: number): PerfReport {
 // ---------------------------------------------------------------------------------------------------------
 // The lab
 
+if (perfDir !== undefined && !sh('sh', ['-c', 'command -v perf'], { allowFail: true }).trim()) throw new Error('--perf-record needs perf: apt-get install linux-perf');
+
 const labCheck = canBuildLab();
 if (!labCheck.ok) throw new Error(`cannot build the lab: ${labCheck.why}`);
 for (const [tool, pkg] of [['perfdhcp', 'kea-admin'], ['kea-dhcp4', 'kea-dhcp4-server'], ['taskset', 'util-linux']] as const) {
@@ -250,8 +276,16 @@ function collect(child: ChildProcess): { text: () => string; exited: Promise<num
   return { text: () => text, exited };
 }
 
+/** With --client-rcvbuf: the shim that sets perfdhcp's SO_RCVBUF (see the header). */
+let rcvbufShim: string | undefined;
+if (clientRcvbuf > 0) {
+  rcvbufShim = join(workDir, 'rcvbuf-preload.so');
+  sh('cc', ['-O2', '-shared', '-fPIC', '-o', rcvbufShim, join(ROOT, 'test/bench/rcvbuf-preload.c'), '-ldl']);
+}
+
 async function perfdhcp(args: string[], timeoutMs: number): Promise<PerfReport> {
-  const child = spawnIn(load, LOAD_CPU, 'perfdhcp', ['-4', '-l', GIADDR, ...args, SERVER_IP]);
+  const env = rcvbufShim === undefined ? process.env : { ...process.env, LD_PRELOAD: rcvbufShim, RCVBUF_PRELOAD_BYTES: String(clientRcvbuf) };
+  const child = spawnIn(load, LOAD_CPU, 'perfdhcp', ['-4', '-l', GIADDR, ...args, SERVER_IP], env);
   const out = collect(child);
   // perfdhcp prints its final report on SIGINT; an avalanche against a server that stopped answering would
   // otherwise retry for ever.
@@ -329,8 +363,13 @@ function metalboxCommand(): { cmd: string; args: string[]; comm: string; label: 
       return { cmd: binary, args: [], comm: 'metalbox', label: 'metalbox (dist/metalbox)' };
     }
   }
-  // METALBOX_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server from the sources.
+  // METALBOX_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server from the sources;
+  // METALBOX_BENCH_OUTPUT=PREFIX keeps each metalbox's stdout and stderr in PREFIX.PID.log (V8's --trace-* flags)
+  // and perfdhcp's reports in PREFIX.ROUND-SCENARIO-SERVER.perfdhcp.txt.
+
   const extra = (process.env.METALBOX_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  // --perf-record: perf names JIT frames from /tmp/perf-PID.map, which --perf-basic-prof writes.
+  if (perfDir !== undefined) extra.push('--perf-basic-prof');
   return { cmd: process.execPath, args: [...extra, '--import', 'tsx', join(ROOT, 'src', 'main.ts')], comm: 'node', label: 'metalbox (tsx src/main.ts)' };
 }
 
@@ -381,6 +420,7 @@ const metalbox: ServerKind = {
       counters,
       async stopAndCountLeases() {
         await stopChild(child, out.exited);
+        if (process.env.METALBOX_BENCH_OUTPUT) writeFileSync(`${process.env.METALBOX_BENCH_OUTPUT}.${child.pid}.log`, out.text());
         const store = await openLevelStore(stateDir);
         let n = 0;
         try {
@@ -507,6 +547,14 @@ function scenarioArgs(scenario: Scenario): string[] {
   }
 }
 
+/** `perf record` of one process (all its threads) until stop(); on-CPU samples only (cpu-clock), with call graphs. */
+function startPerfRecord(pid: number, file: string): { stop(): Promise<void> } {
+  const child = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '1999', '-g', '-p', String(pid), '-o', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.add(child);
+  const exited = new Promise<void>((resolve) => child.on('close', () => { children.delete(child); resolve(); }));
+  return { async stop() { child.kill('SIGINT'); await exited; } };
+}
+
 const diff = (after: Record<string, number>, before: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v !== 0));
 
@@ -515,7 +563,7 @@ async function measure(kind: ServerKind, scenario: Scenario, round: number): Pro
   const dir = mkdtempSync(join(workDir, `${round}-${scenario}-${kind.name}-`));
   const server = await kind.start(dir);
   try {
-    if (warmup > 0) await perfdhcp(['-r', '200', '-p', String(warmup), '-R', '100000', '-b', 'mac=00:0c:7f:00:00:00'], warmup * 1000 + 30_000);
+    if (warmup > 0) await perfdhcp(['-r', String(warmupRate), '-p', String(warmup), '-R', '100000', '-b', 'mac=00:0c:7f:00:00:00'], warmup * 1000 + 30_000);
     const countersBefore = await server.counters();
     const srvBefore = udpCounters(srv);
     const loadBefore = udpCounters(load);
@@ -523,13 +571,16 @@ async function measure(kind: ServerKind, scenario: Scenario, round: number): Pro
     const cpusBefore = cpuTimes();
     const waitBefore = runQueueSeconds(server.pid);
     const threadsBefore = threadTimes(server.pid);
+    const recorder = perfDir === undefined ? undefined : startPerfRecord(server.pid, join(perfDir, `${round}-${scenario}-${kind.name}.data`));
     const t0 = performance.now();
     const perf = await perfdhcp(scenarioArgs(scenario), (scenario === 'avalanche' ? 300 : (scenario === 'flood' ? floodSeconds : seconds) * 3) * 1000 + 30_000);
+    if (process.env.METALBOX_BENCH_OUTPUT) writeFileSync(`${process.env.METALBOX_BENCH_OUTPUT}.${round}-${scenario}-${kind.name}.perfdhcp.txt`, perf.text);
     const wallSeconds = (performance.now() - t0) / 1000;
     const cpuAfter = procSample(server.pid);
     const cpusAfter = cpuTimes();
     const waitAfter = runQueueSeconds(server.pid);
     const threads = formatThreadTimes(threadTimes(server.pid), threadsBefore);
+    await recorder?.stop();
     if (!cpuAfter) throw new Error(`${kind.name} died during ${scenario}:\n${server.output()}`);
     const srvAfter = udpCounters(srv);
     const loadAfter = udpCounters(load);
@@ -678,11 +729,11 @@ function summary(runs: Run[]): string {
 
 console.log(`dhcp bench: ${metalbox.label} vs ${kea.label}; perfdhcp ${/VERSION: (\S+)/.exec(sh('perfdhcp', ['-v']))?.[1] ?? '?'}`);
 console.log(`  scenarios ${scenarios.join(', ')}; rate ${rate}/s for ${seconds} s; flood for ${floodSeconds} s; avalanche of ${clients} clients; ` +
-  `${rounds} round(s); warm-up ${warmup} s at 200/s; log level ${logLevel}; nice ${niceness}; ${pin ? `servers on CPU ${SERVER_CPU}, perfdhcp on CPU ${LOAD_CPU}` : 'one CPU: no pinning'}; ` +
+  `${rounds} round(s); warm-up ${warmup} s at ${warmupRate}/s; perfdhcp SO_RCVBUF ${clientRcvbuf > 0 ? clientRcvbuf : 'default'}; log level ${logLevel}; nice ${niceness}; ${pin ? `servers on CPU ${SERVER_CPU}, perfdhcp on CPU ${LOAD_CPU}` : 'one CPU: no pinning'}; ` +
   `state under ${workDir} (${os.cpus().length} cpus, node ${process.versions.node})`);
 const runs: Run[] = [];
 for (let round = 1; round <= rounds; round++) {
-  const order = round % 2 === 1 ? [metalbox, kea] : [kea, metalbox];
+  const order = (round % 2 === 1 ? [metalbox, kea] : [kea, metalbox]).filter((k) => servers.includes(k.name));
   for (const scenario of scenarios) {
     for (const kind of order) {
       // A run during which others held the server's CPU (or the host withheld it) measures the machine, not

@@ -103,6 +103,33 @@ t.test('bind moves a client to a new address and releases the old one; undo rest
   t.equal(p.holder(b), undefined);
 });
 
+t.test('undo restores holders and client pointers exactly, for every kind of change, newest first', async (t) => {
+  const p = pool();
+  const a = ip('10.0.0.10');
+  const b = ip('10.0.0.11');
+  const c1 = client(1);
+  const c2 = client(2);
+  p.bind(a, c1, T0 + 3600_000, T0);
+  p.offer(b, c2, T0 + 30_000);
+  // The whole visible state: every holder, and what each client currently holds.
+  const state = () => JSON.stringify({ holders: [...p.entries()].sort((x, y) => x.ip - y.ip), c1: p.current(c1, T0 + 1), c2: p.current(c2, T0 + 1) });
+  const before = state();
+  // A batch of decisions persisted together (the DHCP service writes a drain slice's leases as one write): on a
+  // failed write each is undone, newest first.
+  const undos = [
+    p.bind(b, c2, T0 + 3600_000, T0).undo, // c2 takes its offer
+    p.bind(a, c1, T0 + 7200_000, T0).undo, // c1 renews (same address: holder and pointer captured once)
+    p.release(a, c1, T0)!.undo, // then releases it
+    p.decline(b, c2, T0 + 600_000)!.undo, // c2 declines its address
+    p.bind(ip('10.0.0.12'), c1, T0 + 3600_000, T0).undo, // c1 binds another address
+  ];
+  t.not(state(), before);
+  for (const undo of undos.reverse()) undo();
+  t.equal(state(), before, 'back to the state before the batch');
+  t.equal(p.pick(c2, undefined, T0 + 1), b, 'c2 is offered its address again');
+  t.equal(p.current(c1, T0 + 1)?.ip, a);
+});
+
 t.test('restart: leases loaded from the store hold their addresses until they expire', async (t) => {
   const p1 = pool();
   const recs = [];

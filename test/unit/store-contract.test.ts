@@ -72,6 +72,21 @@ function storeContract(h: Harness): void {
     t.same((await s.machines.get('a'))?.tags, ['x']);
   });
 
+  t.test(`${h.name}: records held in memory (leases) are JSON copies too, flat or not`, async (t) => {
+    const s = await h.open(t);
+    // Flat records take a field-by-field copy in the LevelDB store; these must come out as JSON would have them.
+    const odd = lease('10.0.0.1', mac(1), { hostname: undefined, extra: -0, nan: Number.NaN, when: new Date(now), nested: { a: [1] }, none: null, yes: true } as Partial<LeaseRecord>);
+    const flat = lease('10.0.0.2', mac(2), { hostname: 'h', gone: undefined, n: 1.5 } as Partial<LeaseRecord>);
+    await s.write([{ type: 'put', collection: 'leases', key: '10.0.0.1', value: odd }, { type: 'put', collection: 'leases', key: '10.0.0.2', value: flat }]);
+    (flat as unknown as Record<string, unknown>).n = 2;
+    flat.hostname = 'changed';
+    t.same(await s.leases.get('10.0.0.1'), JSON.parse(JSON.stringify(odd)));
+    t.same(await s.leases.get('10.0.0.2'), { ...lease('10.0.0.2', mac(2)), hostname: 'h', n: 1.5 }, 'undefined fields vanish; later changes to the caller\'s object do not show');
+    t.notOk('gone' in ((await s.leases.get('10.0.0.2')) ?? {}));
+    t.equal(Object.is((await s.leases.get('10.0.0.1') as unknown as Record<string, unknown>).extra, 0), true, '-0 comes back as 0');
+    t.same(await s.leases.getBy('mac', mac(2)), { ...lease('10.0.0.2', mac(2)), hostname: 'h', n: 1.5 }, 'the index sees the copy');
+  });
+
   t.test(`${h.name}: entries are key-ordered (UTF-8 byte order) with ranges, limit and reverse`, async (t) => {
     const s = await h.open(t);
     // U+1F600 sorts after U+FFFD in UTF-8 (and LevelDB), before it in UTF-16.

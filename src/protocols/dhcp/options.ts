@@ -1,7 +1,7 @@
 // Typed values of the options metalbox uses (RFC 2132 unless noted), decoded from and encoded to the
 // option data after RFC 3396 concatenation. Splitting, overload and the option framing live in packet.ts.
 import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
-import { ByteReader, ByteWriter } from '../../lib/bytes.ts';
+import { ByteReader } from '../../lib/bytes.ts';
 import { MetalboxError } from '../../lib/errors.ts';
 import { MESSAGE_TYPE, OPTION, RELAY_AGENT_SUBOPTION, type MessageType } from './constants.ts';
 import { decodeNameList, encodeNameList } from './domain-names.ts';
@@ -173,51 +173,169 @@ def(OPTION.IPXE_ENCAP, (o, d) => { o.ipxe = Buffer.from(d); });
  * length or content is not allowed for the type.
  */
 export function decodeOptionInto(o: DhcpOptions, code: number, data: Buffer): void {
+  decodeOptionAt(o, code, data, 0, data.length);
+}
+
+/** A copy of buf[start, end) that owns its bytes (pooled when small, like Buffer.from). */
+function copyOf(buf: Buffer, start: number, end: number): Buffer {
+  const out = Buffer.allocUnsafe(end - start);
+  buf.copy(out, 0, start, end);
+  return out;
+}
+
+/**
+ * decodeOptionInto for the data buf[start, end), without a Buffer view for the options every request carries
+ * (message type, requested address, server id, parameter list, ...): each is read in place, with the same checks
+ * and errors as its DECODERS entry. The rest go to DECODERS.
+ */
+export function decodeOptionAt(o: DhcpOptions, code: number, buf: Buffer, start: number, end: number): void {
+  const len = end - start;
+  switch (code) {
+    case OPTION.MESSAGE_TYPE: {
+      if (len !== 1) throw new OptionError(`length ${len}, expected 1`);
+      const t = buf[start]!;
+      if (t < 1 || t > MAX_MESSAGE_TYPE) throw new OptionError(`unknown message type ${t}`);
+      o.messageType = t as MessageType;
+      return;
+    }
+    case OPTION.REQUESTED_IP:
+      if (len !== 4) throw new OptionError(`length ${len}, expected 4`);
+      o.requestedIp = formatIPv4(buf.readUInt32BE(start));
+      return;
+    case OPTION.SERVER_ID:
+      if (len !== 4) throw new OptionError(`length ${len}, expected 4`);
+      o.serverId = formatIPv4(buf.readUInt32BE(start));
+      return;
+    case OPTION.PARAMETER_LIST: {
+      const list = new Array<number>(len);
+      for (let i = 0; i < len; i++) list[i] = buf[start + i]!;
+      o.parameterList = list;
+      return;
+    }
+    case OPTION.MAX_MESSAGE_SIZE:
+      if (len !== 2) throw new OptionError(`length ${len}, expected 2`);
+      o.maxMessageSize = buf.readUInt16BE(start);
+      return;
+    case OPTION.LEASE_TIME:
+      if (len !== 4) throw new OptionError(`length ${len}, expected 4`);
+      o.leaseTime = buf.readUInt32BE(start);
+      return;
+    case OPTION.CLIENT_ID:
+      o.clientId = copyOf(buf, start, end);
+      return;
+  }
   const f = DECODERS[code];
-  if (f !== undefined) f(o, data);
-  else o.other.set(code, Buffer.from(data));
+  if (f !== undefined) f(o, start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  else o.other.set(code, copyOf(buf, start, end));
 }
 
 // ---- encoding ----
 
 
+/**
+ * Where the typed option values are written: like lib/bytes ByteWriter (same checks), but reset and reused for every
+ * message (encodeOptionParts), so encoding a reply allocates no writer and no buffer for its options.
+ */
+class OptionWriter {
+  buf = Buffer.allocUnsafeSlow(2048);
+  private pos = 0;
+
+  get length(): number {
+    return this.pos;
+  }
+
+  reset(): void {
+    this.pos = 0;
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafeSlow(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  u8(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xff) throw new TypeError(`OptionWriter.u8: ${v} is not an octet`);
+    this.reserve(1);
+    this.buf[this.pos++] = v;
+    return this;
+  }
+
+  u16(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new TypeError(`OptionWriter.u16: ${v} is out of range`);
+    this.reserve(2);
+    this.buf.writeUInt16BE(v, this.pos);
+    this.pos += 2;
+    return this;
+  }
+
+  u32(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new TypeError(`OptionWriter.u32: ${v} is out of range`);
+    this.reserve(4);
+    this.buf.writeUInt32BE(v, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  bytes(b: Uint8Array): this {
+    this.reserve(b.length);
+    // Most values are a few octets: a loop beats TypedArray#set's call overhead there.
+    if (b.length <= 32) for (let i = 0; i < b.length; i++) this.buf[this.pos + i] = b[i]!;
+    else this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
+  /** Latin1 text, one byte per character; a character above U+00FF is a caller bug. */
+  latin1(s: string): this {
+    if (/[^\x00-\xff]/.test(s)) throw new TypeError(`OptionWriter.latin1: ${JSON.stringify(s)} has characters above U+00FF`);
+    this.reserve(s.length);
+    this.buf.write(s, this.pos, s.length, 'latin1');
+    this.pos += s.length;
+    return this;
+  }
+}
+
 function bad(field: string, why: string): TypeError {
   return new TypeError(`DHCP option ${field}: ${why}`);
 }
 
-function writeIp(w: ByteWriter, field: string, text: string): void {
+function writeIp(w: OptionWriter, field: string, text: string): void {
   const n = parseIPv4(text);
   if (n === undefined) throw bad(field, `${JSON.stringify(text)} is not an IPv4 address`);
   w.u32(n);
 }
 
-function writeIpList(w: ByteWriter, field: string, list: readonly string[]): void {
+function writeIpList(w: OptionWriter, field: string, list: readonly string[]): void {
   if (!Array.isArray(list) || list.length === 0) throw bad(field, 'empty list (omit the field instead)');
   for (const a of list) writeIp(w, field, a);
 }
 
-function writeUint(w: ByteWriter, field: string, v: number, bytes: 1 | 2 | 4): void {
+function writeUint(w: OptionWriter, field: string, v: number, bytes: 1 | 2 | 4): void {
   if (!Number.isInteger(v) || v < 0 || v >= 2 ** (bytes * 8)) throw bad(field, `${v} does not fit ${bytes * 8} bits`);
   if (bytes === 1) w.u8(v);
   else if (bytes === 2) w.u16(v);
   else w.u32(v);
 }
 
-function writeLatin1(w: ByteWriter, field: string, s: string): void {
+function writeLatin1(w: OptionWriter, field: string, s: string): void {
   if (typeof s !== 'string' || /[^\x00-\xff]/.test(s)) throw bad(field, `${JSON.stringify(s)} is not latin1 text`);
   w.latin1(s);
 }
 
-function writeBuffer(w: ByteWriter, field: string, b: Buffer): void {
+function writeBuffer(w: OptionWriter, field: string, b: Buffer): void {
   if (!Buffer.isBuffer(b)) throw bad(field, 'not a Buffer');
   w.bytes(b);
 }
 
-function writeOctets(w: ByteWriter, field: string, list: readonly number[]): void {
+function writeOctets(w: OptionWriter, field: string, list: readonly number[]): void {
   for (const v of list) writeUint(w, field, v, 1);
 }
 
-function writeUserClass(w: ByteWriter, items: readonly string[], o: DhcpOptions): void {
+function writeUserClass(w: OptionWriter, items: readonly string[], o: DhcpOptions): void {
   if (o.userClassRaw) {
     if (items.length !== 1) throw bad('userClass', 'userClassRaw needs exactly one item');
     writeLatin1(w, 'userClass', items[0]!);
@@ -230,19 +348,19 @@ function writeUserClass(w: ByteWriter, items: readonly string[], o: DhcpOptions)
   }
 }
 
-function writeSubOption(w: ByteWriter, code: number, value: Buffer): void {
+function writeSubOption(w: OptionWriter, code: number, value: Buffer): void {
   writeUint(w, 'relayAgent', code, 1);
   if (!Buffer.isBuffer(value) || value.length > 255) throw bad('relayAgent', `sub-option ${code} is not a Buffer of at most 255 octets`);
   w.u8(value.length).bytes(value);
 }
 
-function writeRelayAgent(w: ByteWriter, info: RelayAgentInfo): void {
+function writeRelayAgent(w: OptionWriter, info: RelayAgentInfo): void {
   if (info.circuitId !== undefined) writeSubOption(w, RELAY_AGENT_SUBOPTION.CIRCUIT_ID, info.circuitId);
   if (info.remoteId !== undefined) writeSubOption(w, RELAY_AGENT_SUBOPTION.REMOTE_ID, info.remoteId);
   for (const [code, value] of info.other) writeSubOption(w, code, value);
 }
 
-function writeRoutes(w: ByteWriter, routes: readonly ClasslessRoute[]): void {
+function writeRoutes(w: OptionWriter, routes: readonly ClasslessRoute[]): void {
   for (const r of routes) {
     if (!Number.isInteger(r.prefix) || r.prefix < 0 || r.prefix > 32) throw bad('classlessRoutes', `prefix ${r.prefix} is not 0..32`);
     const dest = parseIPv4(r.destination);
@@ -256,53 +374,10 @@ function writeRoutes(w: ByteWriter, routes: readonly ClasslessRoute[]): void {
   }
 }
 
-type Writer<V> = (w: ByteWriter, value: V, o: DhcpOptions) => void;
-
-interface Field {
-  code: number;
-  key: keyof DhcpOptions;
-  write: Writer<never>;
+function writeClientArch(w: OptionWriter, v: readonly number[]): void {
+  if (!Array.isArray(v) || v.length === 0) throw bad('clientArch', 'empty list (omit the field instead)');
+  for (const a of v) writeUint(w, 'clientArch', a, 2);
 }
-
-function field<K extends keyof DhcpOptions>(code: number, key: K, write: Writer<NonNullable<DhcpOptions[K]>>): Field {
-  return { code, key, write: write as Writer<never> };
-}
-
-/** Typed fields ascending by code, except 53 and 54 (written first) and 82 (written last). */
-const FIELDS: readonly Field[] = [
-  field(OPTION.SUBNET_MASK, 'subnetMask', (w, v) => writeIp(w, 'subnetMask', v)),
-  field(OPTION.ROUTER, 'routers', (w, v) => writeIpList(w, 'routers', v)),
-  field(OPTION.DNS_SERVERS, 'dnsServers', (w, v) => writeIpList(w, 'dnsServers', v)),
-  field(OPTION.HOSTNAME, 'hostname', (w, v) => writeLatin1(w, 'hostname', v)),
-  field(OPTION.DOMAIN_NAME, 'domainName', (w, v) => writeLatin1(w, 'domainName', v)),
-  field(OPTION.INTERFACE_MTU, 'mtu', (w, v) => writeUint(w, 'mtu', v, 2)),
-  field(OPTION.BROADCAST, 'broadcastAddress', (w, v) => writeIp(w, 'broadcastAddress', v)),
-  field(OPTION.NTP_SERVERS, 'ntpServers', (w, v) => writeIpList(w, 'ntpServers', v)),
-  field(OPTION.VENDOR_SPECIFIC, 'vendorSpecific', (w, v) => writeBuffer(w, 'vendorSpecific', v)),
-  field(OPTION.REQUESTED_IP, 'requestedIp', (w, v) => writeIp(w, 'requestedIp', v)),
-  field(OPTION.LEASE_TIME, 'leaseTime', (w, v) => writeUint(w, 'leaseTime', v, 4)),
-  field(OPTION.PARAMETER_LIST, 'parameterList', (w, v) => writeOctets(w, 'parameterList', v)),
-  field(OPTION.MAX_MESSAGE_SIZE, 'maxMessageSize', (w, v) => writeUint(w, 'maxMessageSize', v, 2)),
-  field(OPTION.RENEWAL_TIME, 'renewalTime', (w, v) => writeUint(w, 'renewalTime', v, 4)),
-  field(OPTION.REBINDING_TIME, 'rebindingTime', (w, v) => writeUint(w, 'rebindingTime', v, 4)),
-  field(OPTION.VENDOR_CLASS, 'vendorClass', (w, v) => writeLatin1(w, 'vendorClass', v)),
-  field(OPTION.CLIENT_ID, 'clientId', (w, v) => writeBuffer(w, 'clientId', v)),
-  field(OPTION.TFTP_SERVER, 'tftpServer', (w, v) => writeLatin1(w, 'tftpServer', v)),
-  field(OPTION.BOOTFILE, 'bootfile', (w, v) => writeLatin1(w, 'bootfile', v)),
-  field(OPTION.USER_CLASS, 'userClass', writeUserClass),
-  field(OPTION.CLIENT_ARCH, 'clientArch', (w, v) => {
-    if (!Array.isArray(v) || v.length === 0) throw bad('clientArch', 'empty list (omit the field instead)');
-    for (const a of v) writeUint(w, 'clientArch', a, 2);
-  }),
-  field(OPTION.CLIENT_NDI, 'clientNdi', (w, v) => writeOctets(w, 'clientNdi', [v.type, v.major, v.minor])),
-  field(OPTION.CLIENT_UUID, 'clientUuid', (w, v) => {
-    writeUint(w, 'clientUuid', v.type, 1);
-    writeBuffer(w, 'clientUuid', v.id);
-  }),
-  field(OPTION.DOMAIN_SEARCH, 'domainSearch', (w, v) => w.bytes(encodeNameList(v))),
-  field(OPTION.CLASSLESS_ROUTES, 'classlessRoutes', (w, v) => writeRoutes(w, v)),
-  field(OPTION.IPXE_ENCAP, 'ipxe', (w, v) => writeBuffer(w, 'ipxe', v)),
-];
 
 /**
  * Option values written back to back into `data`: option i is `codes[i]` with the octets
@@ -314,15 +389,101 @@ export interface EncodedOptions {
   bounds: number[];
 }
 
+/** Raw codes of an `other` map, validated and sorted, and which of 53/54/82 it holds (see rawCodes). */
+interface RawOrder { codes: number[]; size: number; special: number }
+const RAW_ORDER = new WeakMap<Map<number, Buffer>, RawOrder>();
+
+/** Which of 53, 54, 82 a map holds, as bits. */
+function specialBits(other: Map<number, Buffer>): number {
+  return (other.has(OPTION.MESSAGE_TYPE) ? 1 : 0) | (other.has(OPTION.SERVER_ID) ? 2 : 0) | (other.has(OPTION.RELAY_AGENT) ? 4 : 0);
+}
+
+/**
+ * The raw option codes to send from `other`, ascending, without 53, 54 and 82 (written in their own places). A map
+ * sent again (the subnet's pre-encoded options go into every reply) reuses its last answer when its keys are
+ * provably the same: same size, same 53/54/82, and every code of the last answer still there.
+ */
+function rawCodes(other: Map<number, Buffer>): number[] {
+  const cached = RAW_ORDER.get(other);
+  if (cached !== undefined && cached.size === other.size && cached.special === specialBits(other)) {
+    let same = true;
+    for (const code of cached.codes) if (!other.has(code)) { same = false; break; }
+    if (same) return cached.codes;
+  }
+  const raws: number[] = [];
+  for (const code of other.keys()) {
+    if (!Number.isInteger(code) || code < 1 || code > 254 || code === OPTION.OVERLOAD) throw bad('other', `code ${code} cannot be sent as a raw option`);
+    if (code !== OPTION.MESSAGE_TYPE && code !== OPTION.SERVER_ID && code !== OPTION.RELAY_AGENT) raws.push(code);
+  }
+  raws.sort((a, b) => a - b);
+  RAW_ORDER.set(other, { codes: raws, size: other.size, special: specialBits(other) });
+  return raws;
+}
+
+/**
+ * The options of one message, in wire order (see encodeOptionParts): option i is `codes[i]`, its value the octets
+ * `srcs[i][bounds[2i], bounds[2i+1])`, where a null src means `scratch` (typed values are written there; raw values
+ * from `other` are not copied, just referenced). Valid until the next encodeOptionParts call.
+ */
+export interface OptionParts {
+  codes: number[];
+  srcs: (Buffer | null)[];
+  bounds: number[];
+  scratch: Buffer;
+}
+
+// The encoder's state (never re-entered: nothing it calls calls back). The arrays are reused: encodeOptionParts'
+// result lives until its next call.
+const WRITER = new OptionWriter();
+const PARTS: OptionParts = { codes: [], srcs: [], bounds: [], scratch: WRITER.buf };
+let RAWS: readonly number[] = [];
+let R = 0;
+let OTHER: Map<number, Buffer> | undefined;
+
+/** Adds a raw value (not copied). */
+function rawPart(code: number, value: Buffer): void {
+  if (!Buffer.isBuffer(value)) throw bad('other', 'not a Buffer');
+  PARTS.codes.push(code);
+  PARTS.srcs.push(value);
+  PARTS.bounds.push(0, value.length);
+}
+
+/** Adds the raw options below `code` (they go before it), then fails if `code` is also raw. */
+function rawsBefore(code: number): void {
+  while (R < RAWS.length && RAWS[R]! < code) {
+    const c = RAWS[R++]!;
+    rawPart(c, OTHER!.get(c)!);
+  }
+  if (R < RAWS.length && RAWS[R] === code) throw bad('other', `code ${code} is also set as a typed field`);
+}
+
+/** Starts typed option `code`: raw ones below it first; returns where its value starts in the writer. */
+function open(code: number): number {
+  rawsBefore(code);
+  PARTS.codes.push(code);
+  PARTS.srcs.push(null);
+  return WRITER.length;
+}
+
+function close(start: number): void {
+  PARTS.bounds.push(start, WRITER.length);
+}
+
 /**
  * The options to send, in wire order: 53 first, then 54, then the rest ascending by code, 82 last (RFC 3046
  * §2.1: the relay agent option is the last one before End). Throws TypeError on values that would not
- * decode back to themselves (caller bugs).
+ * decode back to themselves (caller bugs). Each typed field is read by name, in code order (a loop over the
+ * field names was a megamorphic keyed load per field per packet). The result is reused by the next call.
  */
-export function encodeOptionValues(o: DhcpOptions): EncodedOptions {
-  const w = new ByteWriter(512);
-  const codes: number[] = [];
-  const bounds: number[] = [];
+export function encodeOptionParts(o: DhcpOptions): OptionParts {
+  const w = WRITER;
+  w.reset();
+  PARTS.codes.length = 0;
+  PARTS.srcs.length = 0;
+  PARTS.bounds.length = 0;
+  RAWS = [];
+  R = 0;
+  OTHER = undefined;
   const other = o.other;
   if (!(other instanceof Map)) throw bad('other', 'not a Map');
 
@@ -333,70 +494,90 @@ export function encodeOptionValues(o: DhcpOptions): EncodedOptions {
   }
 
   // 53, then 54: typed, or raw from `other`.
-  let start = w.length;
+  let at: number;
   if (o.messageType !== undefined) {
     if (!Number.isInteger(o.messageType) || o.messageType < 1 || o.messageType > MAX_MESSAGE_TYPE) throw bad('messageType', `${o.messageType} is not 1..8`);
+    at = open(OPTION.MESSAGE_TYPE);
     w.u8(o.messageType);
-    codes.push(OPTION.MESSAGE_TYPE);
-    bounds.push(start, w.length);
+    close(at);
   } else if (other.has(OPTION.MESSAGE_TYPE)) {
-    writeBuffer(w, 'other', other.get(OPTION.MESSAGE_TYPE)!);
-    codes.push(OPTION.MESSAGE_TYPE);
-    bounds.push(start, w.length);
+    rawPart(OPTION.MESSAGE_TYPE, other.get(OPTION.MESSAGE_TYPE)!);
   }
-  start = w.length;
   if (o.serverId !== undefined) {
+    at = open(OPTION.SERVER_ID);
     writeIp(w, 'serverId', o.serverId);
-    codes.push(OPTION.SERVER_ID);
-    bounds.push(start, w.length);
+    close(at);
   } else if (other.has(OPTION.SERVER_ID)) {
-    writeBuffer(w, 'other', other.get(OPTION.SERVER_ID)!);
-    codes.push(OPTION.SERVER_ID);
-    bounds.push(start, w.length);
+    rawPart(OPTION.SERVER_ID, other.get(OPTION.SERVER_ID)!);
   }
 
   // Raw options other than 53, 54 and 82, ascending, merged with the typed fields.
-  let raws: number[] = [];
   if (other.size > 0) {
-    for (const code of other.keys()) {
-      if (!Number.isInteger(code) || code < 1 || code > 254 || code === OPTION.OVERLOAD) throw bad('other', `code ${code} cannot be sent as a raw option`);
-      if (code !== OPTION.MESSAGE_TYPE && code !== OPTION.SERVER_ID && code !== OPTION.RELAY_AGENT) raws.push(code);
-    }
-    raws = raws.sort((a, b) => a - b);
+    RAWS = rawCodes(other);
+    OTHER = other;
   }
-  let r = 0;
-  for (let i = 0; i <= FIELDS.length; i++) {
-    const f = FIELDS[i];
-    const below = f === undefined ? 256 : f.code;
-    while (r < raws.length && raws[r]! < below) {
-      const code = raws[r++]!;
-      start = w.length;
-      writeBuffer(w, 'other', other.get(code)!);
-      codes.push(code);
-      bounds.push(start, w.length);
-    }
-    if (f === undefined) break;
-    const v = o[f.key];
-    if (v === undefined) continue;
-    if (r < raws.length && raws[r] === f.code) throw bad('other', `code ${f.code} is also set as a typed field`);
-    start = w.length;
-    f.write(w, v as never, o);
-    codes.push(f.code);
-    bounds.push(start, w.length);
+  if (o.subnetMask !== undefined) { at = open(OPTION.SUBNET_MASK); writeIp(w, 'subnetMask', o.subnetMask); close(at); }
+  if (o.routers !== undefined) { at = open(OPTION.ROUTER); writeIpList(w, 'routers', o.routers); close(at); }
+  if (o.dnsServers !== undefined) { at = open(OPTION.DNS_SERVERS); writeIpList(w, 'dnsServers', o.dnsServers); close(at); }
+  if (o.hostname !== undefined) { at = open(OPTION.HOSTNAME); writeLatin1(w, 'hostname', o.hostname); close(at); }
+  if (o.domainName !== undefined) { at = open(OPTION.DOMAIN_NAME); writeLatin1(w, 'domainName', o.domainName); close(at); }
+  if (o.mtu !== undefined) { at = open(OPTION.INTERFACE_MTU); writeUint(w, 'mtu', o.mtu, 2); close(at); }
+  if (o.broadcastAddress !== undefined) { at = open(OPTION.BROADCAST); writeIp(w, 'broadcastAddress', o.broadcastAddress); close(at); }
+  if (o.ntpServers !== undefined) { at = open(OPTION.NTP_SERVERS); writeIpList(w, 'ntpServers', o.ntpServers); close(at); }
+  if (o.vendorSpecific !== undefined) { at = open(OPTION.VENDOR_SPECIFIC); writeBuffer(w, 'vendorSpecific', o.vendorSpecific); close(at); }
+  if (o.requestedIp !== undefined) { at = open(OPTION.REQUESTED_IP); writeIp(w, 'requestedIp', o.requestedIp); close(at); }
+  if (o.leaseTime !== undefined) { at = open(OPTION.LEASE_TIME); writeUint(w, 'leaseTime', o.leaseTime, 4); close(at); }
+  if (o.parameterList !== undefined) { at = open(OPTION.PARAMETER_LIST); writeOctets(w, 'parameterList', o.parameterList); close(at); }
+  if (o.maxMessageSize !== undefined) { at = open(OPTION.MAX_MESSAGE_SIZE); writeUint(w, 'maxMessageSize', o.maxMessageSize, 2); close(at); }
+  if (o.renewalTime !== undefined) { at = open(OPTION.RENEWAL_TIME); writeUint(w, 'renewalTime', o.renewalTime, 4); close(at); }
+  if (o.rebindingTime !== undefined) { at = open(OPTION.REBINDING_TIME); writeUint(w, 'rebindingTime', o.rebindingTime, 4); close(at); }
+  if (o.vendorClass !== undefined) { at = open(OPTION.VENDOR_CLASS); writeLatin1(w, 'vendorClass', o.vendorClass); close(at); }
+  if (o.clientId !== undefined) { at = open(OPTION.CLIENT_ID); writeBuffer(w, 'clientId', o.clientId); close(at); }
+  if (o.tftpServer !== undefined) { at = open(OPTION.TFTP_SERVER); writeLatin1(w, 'tftpServer', o.tftpServer); close(at); }
+  if (o.bootfile !== undefined) { at = open(OPTION.BOOTFILE); writeLatin1(w, 'bootfile', o.bootfile); close(at); }
+  if (o.userClass !== undefined) { at = open(OPTION.USER_CLASS); writeUserClass(w, o.userClass, o); close(at); }
+  if (o.clientArch !== undefined) { at = open(OPTION.CLIENT_ARCH); writeClientArch(w, o.clientArch); close(at); }
+  if (o.clientNdi !== undefined) { const v = o.clientNdi; at = open(OPTION.CLIENT_NDI); writeOctets(w, 'clientNdi', [v.type, v.major, v.minor]); close(at); }
+  if (o.clientUuid !== undefined) {
+    const v = o.clientUuid;
+    at = open(OPTION.CLIENT_UUID);
+    writeUint(w, 'clientUuid', v.type, 1);
+    writeBuffer(w, 'clientUuid', v.id);
+    close(at);
   }
+  if (o.domainSearch !== undefined) { at = open(OPTION.DOMAIN_SEARCH); w.bytes(encodeNameList(o.domainSearch)); close(at); }
+  if (o.classlessRoutes !== undefined) { at = open(OPTION.CLASSLESS_ROUTES); writeRoutes(w, o.classlessRoutes); close(at); }
+  if (o.ipxe !== undefined) { at = open(OPTION.IPXE_ENCAP); writeBuffer(w, 'ipxe', o.ipxe); close(at); }
+  rawsBefore(256);
+  RAWS = [];
+  OTHER = undefined;
 
   // 82 last (RFC 3046 §2.1).
-  start = w.length;
   if (o.relayAgent !== undefined) {
+    at = open(OPTION.RELAY_AGENT);
     writeRelayAgent(w, o.relayAgent);
-    codes.push(OPTION.RELAY_AGENT);
-    bounds.push(start, w.length);
+    close(at);
   } else if (other.has(OPTION.RELAY_AGENT)) {
-    writeBuffer(w, 'other', other.get(OPTION.RELAY_AGENT)!);
-    codes.push(OPTION.RELAY_AGENT);
-    bounds.push(start, w.length);
+    rawPart(OPTION.RELAY_AGENT, other.get(OPTION.RELAY_AGENT)!);
   }
-  return { data: w.toBuffer(), codes, bounds };
+  PARTS.scratch = w.buf;
+  return PARTS;
+}
+
+/** encodeOptionParts' result copied into one Buffer of its own: option i is `data[bounds[2i], bounds[2i+1])`. */
+export function encodeOptionValues(o: DhcpOptions): EncodedOptions {
+  const { codes, srcs, bounds, scratch } = encodeOptionParts(o);
+  let total = 0;
+  for (let k = 0; k < codes.length; k++) total += bounds[2 * k + 1]! - bounds[2 * k]!;
+  const data = Buffer.alloc(total);
+  const out: number[] = [];
+  let at = 0;
+  for (let k = 0; k < codes.length; k++) {
+    const start = at;
+    at += (srcs[k] ?? scratch).copy(data, at, bounds[2 * k], bounds[2 * k + 1]);
+    out.push(start, at);
+  }
+  return { data, codes: [...codes], bounds: out };
 }
 
 /**

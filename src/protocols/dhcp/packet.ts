@@ -1,6 +1,5 @@
 // DHCPv4 messages: the RFC 2131 §2 header, the options field with its cookie (§3), option overload into
 // `file`/`sname` (RFC 2132 §9.3) and long options split and joined (RFC 3396). Pure: Buffer in, values out.
-import { ByteReader } from '../../lib/bytes.ts';
 import { MetalboxError, type ErrorCode } from '../../lib/errors.ts';
 import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
 import {
@@ -11,7 +10,7 @@ import {
   MIN_MAX_MESSAGE_SIZE,
   OPTION,
 } from './constants.ts';
-import { decodeOptionInto, encodeOptionValues, OptionError } from './options.ts';
+import { decodeOptionAt, encodeOptionParts, OptionError } from './options.ts';
 import type { DhcpOptions, DhcpPacket } from './types.ts';
 
 const PAD = 0;
@@ -54,83 +53,95 @@ function fail(code: ErrorCode, message: string, offset: number, option?: number)
   return new MetalboxError(code, `DHCP: ${message} (offset ${offset})`, { details });
 }
 
-const headerCutShort = (offset: number): MetalboxError => fail('DHCP_TRUNCATED', 'header cut short', offset);
 
-/** One option code's instances, in the order RFC 3396 concatenates them. */
-interface Gathered {
-  code: number;
-  /** Wire offset of the first instance's data. */
-  offset: number;
-  data: Buffer;
-  /** Further instances (rare): their data and wire offsets. */
-  more: { offsets: number[]; parts: Buffer[] } | undefined;
-}
-
-interface Gathering {
-  /** Entries in first-appearance order. */
-  list: Gathered[];
-  /** The entry of each code seen so far. */
-  byCode: (Gathered | undefined)[];
-  overload: number;
-}
+// Scratch of one decodeDhcp: the option instances found, as parallel arrays (no object, Buffer view or 256-slot array
+// per packet). decodeDhcp is never re-entered (nothing it calls calls back), so module state is safe; each call
+// resets what the previous one left.
+/** Entry index of the first instance of each option code, -1 when not seen. */
+const FIRST = new Int32Array(256).fill(-1);
+/** Codes set in FIRST by the current decode. */
+const SEEN_CODES: number[] = [];
+/** Per instance: the wire offsets of its data, the next instance of the same code (-1: none). */
+const E_START: number[] = [];
+const E_END: number[] = [];
+const E_NEXT: number[] = [];
+/** Per first instance: the last instance of its code so far (appending stays O(1)). */
+const E_LAST: number[] = [];
+let entries = 0;
+/** Option 52's value, 0 when absent. */
+let overloadSeen = 0;
 
 /**
  * Collects the options of one field. Pad is skipped; End stops the field. A field without End is accepted
  * (QUIRK: many clients, and BOOTP relays that trim, leave it out) but an option whose length octet or data
  * would run past the field's end is DHCP_OPTION_OVERRUN.
  */
-function gather(buf: Buffer, start: number, end: number, field: Field, g: Gathering): void {
-  let optionAt = start;
-  const r = new ByteReader(buf, {
-    start,
-    end,
-    fail: () => fail('DHCP_OPTION_OVERRUN', `option ${buf[optionAt]} runs past the end of the ${field} field`, optionAt, buf[optionAt]),
-  });
-  while (!r.atEnd()) {
-    optionAt = r.offset;
-    const code = r.u8();
-    if (code === PAD) continue;
+function gather(buf: Buffer, start: number, end: number, field: Field): void {
+  let at = start;
+  while (at < end) {
+    const optionAt = at;
+    const code = buf[at]!;
+    if (code === PAD) { at++; continue; }
     if (code === END) return;
-    const data = r.bytes(r.u8());
+    if (at + 1 >= end || at + 2 + buf[at + 1]! > end) {
+      throw fail('DHCP_OPTION_OVERRUN', `option ${code} runs past the end of the ${field} field`, optionAt, code);
+    }
+    const dataStart = at + 2;
+    const dataEnd = dataStart + buf[at + 1]!;
+    at = dataEnd;
     if (code === OPTION_OVERLOAD) {
       // RFC 2131 §4.1: option 52 appears only in the options field; more than one would be ambiguous.
       if (field !== 'options') throw fail('DHCP_BAD_OVERLOAD', `option 52 inside the ${field} field`, optionAt, code);
-      if (g.overload !== 0) throw fail('DHCP_BAD_OVERLOAD', 'option 52 appears twice', optionAt, code);
-      const v = data.length === 1 ? data[0]! : 0;
-      if (v < 1 || v > 3) throw fail('DHCP_BAD_OVERLOAD', `option 52 must be one octet 1..3, got ${data.length === 1 ? v : `${data.length} octets`}`, optionAt, code);
-      g.overload = v;
+      if (overloadSeen !== 0) throw fail('DHCP_BAD_OVERLOAD', 'option 52 appears twice', optionAt, code);
+      const len = dataEnd - dataStart;
+      const v = len === 1 ? buf[dataStart]! : 0;
+      if (v < 1 || v > 3) throw fail('DHCP_BAD_OVERLOAD', `option 52 must be one octet 1..3, got ${len === 1 ? v : `${len} octets`}`, optionAt, code);
+      overloadSeen = v;
       continue;
     }
-    const seen = g.byCode[code];
-    if (seen === undefined) {
-      const entry: Gathered = { code, offset: optionAt + 2, data, more: undefined };
-      g.byCode[code] = entry;
-      g.list.push(entry);
-    } else if (seen.more === undefined) {
-      seen.more = { offsets: [optionAt + 2], parts: [data] };
+    const e = entries++;
+    E_START[e] = dataStart;
+    E_END[e] = dataEnd;
+    E_NEXT[e] = -1;
+    const first = FIRST[code]!;
+    if (first < 0) {
+      FIRST[code] = e;
+      E_LAST[e] = e;
+      SEEN_CODES.push(code);
     } else {
-      seen.more.offsets.push(optionAt + 2);
-      seen.more.parts.push(data);
+      E_NEXT[E_LAST[first]!] = e;
+      E_LAST[first] = e;
     }
   }
 }
 
-/** Maps an offset inside concatenated option data back to the wire. */
-function wireOffset(g: Gathered, at: number): number {
-  if (g.more === undefined || at < g.data.length) return g.offset + at;
-  let rest = at - g.data.length;
-  const { offsets, parts } = g.more;
-  for (let i = 0; i < parts.length; i++) {
-    if (rest < parts[i]!.length || i === parts.length - 1) return offsets[i]! + rest;
-    rest -= parts[i]!.length;
+/** Maps an offset inside an option's concatenated data (first instance `e`) back to the wire. */
+function wireOffset(e: number, at: number): number {
+  let rest = at;
+  for (let i = e; ; i = E_NEXT[i]!) {
+    const len = E_END[i]! - E_START[i]!;
+    if (rest < len || E_NEXT[i] === -1) return E_START[i]! + rest;
+    rest -= len;
   }
-  return g.offset;
 }
 
 function cString(buf: Buffer, start: number, len: number): string {
+  if (buf[start] === 0) return '';
   let end = start;
   while (end < start + len && buf[end] !== 0) end++;
   return buf.toString('latin1', start, end);
+}
+
+/** Dotted quad of a header address; 0.0.0.0 and the last one seen (a relay's giaddr) without formatting. */
+let lastIp = -1;
+let lastIpText = '';
+function ipText(n: number): string {
+  if (n === 0) return '0.0.0.0';
+  if (n !== lastIp) {
+    lastIp = n;
+    lastIpText = formatIPv4(n);
+  }
+  return lastIpText;
 }
 
 /**
@@ -161,43 +172,56 @@ export function decodeDhcp(buf: Buffer): DhcpPacket {
   if (buf.length < HEADER_OPTIONS) {
     throw fail('DHCP_TRUNCATED', `${buf.length} octets, shorter than the ${HEADER_OPTIONS}-octet header and cookie`, buf.length);
   }
-  const r = new ByteReader(buf, { end: HEADER_OPTIONS, fail: headerCutShort });
-  const op = r.u8();
+  // The whole header and the cookie are there (checked above): fixed offsets from here.
+  const op = buf[HEADER_OP]!;
   if (op !== 1 && op !== 2) throw fail('DHCP_BAD_HEADER', `op ${op} is neither BOOTREQUEST nor BOOTREPLY`, HEADER_OP);
-  const htype = r.u8();
-  const hlen = r.u8();
+  const htype = buf[HEADER_HTYPE]!;
+  const hlen = buf[HEADER_HLEN]!;
   if (hlen > CHADDR_LEN) throw fail('DHCP_BAD_HEADER', `hlen ${hlen} is longer than chaddr`, HEADER_HLEN);
-  const hops = r.u8();
-  const xid = r.u32();
-  const secs = r.u16();
-  const flags = r.u16();
-  const ciaddr = formatIPv4(r.u32());
-  const yiaddr = formatIPv4(r.u32());
-  const siaddr = formatIPv4(r.u32());
-  const giaddr = formatIPv4(r.u32());
-  const chaddr = r.copy(CHADDR_LEN);
-  r.skip(SNAME_LEN + FILE_LEN);
+  const hops = buf[HEADER_HOPS]!;
+  const xid = buf.readUInt32BE(HEADER_XID);
+  const secs = buf.readUInt16BE(HEADER_SECS);
+  const flags = buf.readUInt16BE(HEADER_FLAGS);
+  const ciaddr = ipText(buf.readUInt32BE(HEADER_CIADDR));
+  const yiaddr = ipText(buf.readUInt32BE(HEADER_YIADDR));
+  const siaddr = ipText(buf.readUInt32BE(HEADER_SIADDR));
+  const giaddr = ipText(buf.readUInt32BE(HEADER_GIADDR));
+  const chaddr = Buffer.allocUnsafe(CHADDR_LEN);
+  buf.copy(chaddr, 0, HEADER_CHADDR, HEADER_CHADDR + CHADDR_LEN);
   // RFC 2131 §3: the options field starts with the cookie; a plain BOOTP message (RFC 951) has none.
-  if (r.u32() !== MAGIC_COOKIE) throw fail('DHCP_BAD_COOKIE', 'no magic cookie 99.130.83.99', HEADER_COOKIE);
+  if (buf.readUInt32BE(HEADER_COOKIE) !== MAGIC_COOKIE) throw fail('DHCP_BAD_COOKIE', 'no magic cookie 99.130.83.99', HEADER_COOKIE);
 
   // RFC 3396: the aggregate option buffer is the options field, then file, then sname.
-  const g: Gathering = { list: [], byCode: new Array<Gathered | undefined>(256), overload: 0 };
-  gather(buf, HEADER_OPTIONS, buf.length, 'options', g);
-  if (g.overload & OVERLOAD_FILE) gather(buf, HEADER_FILE, HEADER_FILE + FILE_LEN, 'file', g);
-  if (g.overload & OVERLOAD_SNAME) gather(buf, HEADER_SNAME, HEADER_SNAME + SNAME_LEN, 'sname', g);
+  for (const code of SEEN_CODES) FIRST[code] = -1;
+  SEEN_CODES.length = 0;
+  entries = 0;
+  overloadSeen = 0;
+  gather(buf, HEADER_OPTIONS, buf.length, 'options');
+  const overload = overloadSeen;
+  if (overload & OVERLOAD_FILE) gather(buf, HEADER_FILE, HEADER_FILE + FILE_LEN, 'file');
+  if (overload & OVERLOAD_SNAME) gather(buf, HEADER_SNAME, HEADER_SNAME + SNAME_LEN, 'sname');
 
   const options: DhcpOptions = { other: new Map() };
-  for (const entry of g.list) {
-    const data = entry.more === undefined ? entry.data : Buffer.concat([entry.data, ...entry.more.parts]);
+  // First appearance order: SEEN_CODES lists codes as their first instance was found.
+  const codes = SEEN_CODES.length;
+  for (let k = 0; k < codes; k++) {
+    const code = SEEN_CODES[k]!;
+    const e = FIRST[code]!;
     try {
-      decodeOptionInto(options, entry.code, data);
+      if (E_NEXT[e] === -1) {
+        decodeOptionAt(options, code, buf, E_START[e]!, E_END[e]!);
+      } else {
+        const parts: Buffer[] = [];
+        for (let i = e; i !== -1; i = E_NEXT[i]!) parts.push(buf.subarray(E_START[i]!, E_END[i]!));
+        const data = Buffer.concat(parts);
+        decodeOptionAt(options, code, data, 0, data.length);
+      }
     } catch (err) {
       if (!(err instanceof OptionError)) throw err;
-      const offset = err.at === undefined ? entry.offset - 2 : wireOffset(entry, err.at);
-      throw fail('DHCP_BAD_OPTION', `option ${entry.code}: ${err.message}`, offset, entry.code);
+      const offset = err.at === undefined ? E_START[e]! - 2 : wireOffset(e, err.at);
+      throw fail('DHCP_BAD_OPTION', `option ${code}: ${err.message}`, offset, code);
     }
   }
-  const overload = g.overload;
 
   return {
     op,
@@ -234,7 +258,7 @@ function checkInt(field: string, v: number, max: number): void {
 }
 
 function writeIp(out: Buffer, at: number, field: string, text: string): void {
-  const n = parseIPv4(text);
+  const n = text === '0.0.0.0' ? 0 : parseIPv4(text);
   if (n === undefined) throw new TypeError(`DHCP header ${field}: ${JSON.stringify(text)} is not an IPv4 address`);
   out.writeUInt32BE(n, at);
 }
@@ -276,27 +300,33 @@ export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
   if (!Number.isInteger(maxSize) || maxSize < 0) throw new TypeError(`encodeDhcp: maxSize ${maxSize} is not an integer`);
   const payloadMax = Math.max(maxSize, MIN_MAX_MESSAGE_SIZE) - IP_UDP_HEADERS;
 
-  // Instances: option k's value split into pieces of at most 255 octets (RFC 3396), as flat arrays.
-  const { data, codes, bounds } = encodeOptionValues(p.options);
-  const instCode: number[] = [];
-  const instStart: number[] = [];
-  const instEnd: number[] = [];
+  // Instances: option k's value split into pieces of at most 255 octets (RFC 3396), as flat arrays (module scratch,
+  // reused: encodeDhcp is never re-entered).
+  const { codes, srcs, bounds, scratch } = encodeOptionParts(p.options);
+  const instCode = INST_CODE;
+  const instSrc = INST_SRC;
+  const instStart = INST_START;
+  const instEnd = INST_END;
+  let n = 0;
   let total = 0;
   for (let k = 0; k < codes.length; k++) {
     const end = bounds[2 * k + 1]!;
+    const src = srcs[k] ?? scratch;
     let at = bounds[2 * k]!;
     do {
       const stop = Math.min(end, at + 255);
-      instCode.push(codes[k]!);
-      instStart.push(at);
-      instEnd.push(stop);
+      instCode[n] = codes[k]!;
+      instSrc[n] = src;
+      instStart[n] = at;
+      instEnd[n] = stop;
+      n++;
       total += 2 + stop - at;
       at = stop;
     } while (at < end);
   }
 
   // Which field each instance goes to: 0 options, 1 file, 2 sname.
-  const fieldOf = new Uint8Array(instCode.length);
+  const fieldOf = n <= INST_FIELD.length ? INST_FIELD.fill(0, 0, n) : new Uint8Array(n);
   // Room for options in the options field, leaving one octet for End.
   const room = payloadMax - HEADER_OPTIONS - 1;
   let overload = 0;
@@ -310,7 +340,7 @@ export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
     const rooms = [room - 3, fileFree ? FILE_LEN - 1 : -1, snameFree ? SNAME_LEN - 1 : -1];
     const lastField = new Uint8Array(256);
     optionsLength = 3 + 1;
-    for (let i = 0; i < instCode.length; i++) {
+    for (let i = 0; i < n; i++) {
       const need = 2 + instEnd[i]! - instStart[i]!;
       let f = lastField[instCode[i]!]!;
       while (f < 3 && rooms[f]! < need) f++;
@@ -325,7 +355,12 @@ export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
 
   // QUIRK(firmware): a BOOTP message is 300 octets (RFC 951: the 64-octet vend field), and some PXE ROMs and
   // BOOTP relays drop shorter replies; pad with zeros up to it, as ISC dhcpd does (BOOTP_MIN_LEN).
-  const out = Buffer.alloc(Math.max(HEADER_OPTIONS + optionsLength, BOOTP_MIN_LENGTH));
+  // Unzeroed and pooled (a reply is under Node's pool limit): a slice of a shared slab rather than a buffer of its
+  // own for the GC to sweep. Every octet is written below: the header, zeros up to the options, the options, End,
+  // then zeros to the end.
+  const size = Math.max(HEADER_OPTIONS + optionsLength, BOOTP_MIN_LENGTH);
+  const out = Buffer.allocUnsafe(size);
+  out.fill(0, 0, HEADER_OPTIONS);
   out[HEADER_OP] = p.op;
   out[HEADER_HTYPE] = p.htype;
   out[HEADER_HLEN] = p.hlen;
@@ -347,8 +382,8 @@ export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
   let i = 0;
   if (overload) {
     // 53 and 54 keep their places at the front; 52 follows them.
-    while (i < instCode.length && i < 2 && (instCode[i] === OPTION_MESSAGE_TYPE || instCode[i] === OPTION_SERVER_ID)) {
-      pos[0] = putInstance(out, pos[0]!, instCode[i]!, data, instStart[i]!, instEnd[i]!);
+    while (i < n && i < 2 && (instCode[i] === OPTION_MESSAGE_TYPE || instCode[i] === OPTION_SERVER_ID)) {
+      pos[0] = putInstance(out, pos[0]!, instCode[i]!, instSrc[i]!, instStart[i]!, instEnd[i]!);
       i++;
     }
     out[pos[0]!] = OPTION_OVERLOAD;
@@ -356,23 +391,47 @@ export function encodeDhcp(p: DhcpPacket, opts?: EncodeOptions): Buffer {
     out[pos[0]! + 2] = overload;
     pos[0]! += 3;
   }
-  for (; i < instCode.length; i++) {
+  for (; i < n; i++) {
     const f = fieldOf[i]!;
-    pos[f] = putInstance(out, pos[f]!, instCode[i]!, data, instStart[i]!, instEnd[i]!);
+    pos[f] = putInstance(out, pos[f]!, instCode[i]!, instSrc[i]!, instStart[i]!, instEnd[i]!);
   }
   out[pos[0]!] = END;
+  out.fill(0, pos[0]! + 1);
   if (overload & OVERLOAD_FILE) out[pos[1]!] = END;
   if (overload & OVERLOAD_SNAME) out[pos[2]!] = END;
+  // Drop the references to the caller's option values until the next call.
+  instSrc.fill(EMPTY, 0, n);
   return out;
 }
+
+const EMPTY = Buffer.alloc(0);
+
+// encodeDhcp's per-instance scratch (grown as needed; never shrunk: bounded by the largest message encoded).
+const INST_CODE: number[] = [];
+const INST_SRC: Buffer[] = [];
+const INST_START: number[] = [];
+const INST_END: number[] = [];
+const INST_FIELD = new Uint8Array(256);
 
 // ---- client identity ----
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
+/** Character codes of the two lower-case hex digits of each octet. */
+const HEX_HI = Array.from({ length: 256 }, (_, i) => HEX[i]!.charCodeAt(0));
+const HEX_LO = Array.from({ length: 256 }, (_, i) => HEX[i]!.charCodeAt(1));
+const COLON = 58;
+
 /** The hardware address, `hlen` octets of chaddr as lower-case colon hex ("52:54:00:12:34:56" for Ethernet). */
 export function hwAddress(p: Pick<DhcpPacket, 'chaddr' | 'hlen'>): string {
   const n = Math.min(p.hlen, p.chaddr.length, CHADDR_LEN);
+  if (n === 6) {
+    // Ethernet, every request: one flat string (the loop below builds a rope that the lease pool's map lookups
+    // then have to flatten).
+    const c = p.chaddr;
+    return String.fromCharCode(HEX_HI[c[0]!]!, HEX_LO[c[0]!]!, COLON, HEX_HI[c[1]!]!, HEX_LO[c[1]!]!, COLON, HEX_HI[c[2]!]!, HEX_LO[c[2]!]!, COLON,
+      HEX_HI[c[3]!]!, HEX_LO[c[3]!]!, COLON, HEX_HI[c[4]!]!, HEX_LO[c[4]!]!, COLON, HEX_HI[c[5]!]!, HEX_LO[c[5]!]!);
+  }
   let s = '';
   for (let i = 0; i < n; i++) s += i === 0 ? HEX[p.chaddr[i]!]! : `:${HEX[p.chaddr[i]!]!}`;
   return s;

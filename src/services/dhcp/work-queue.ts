@@ -7,6 +7,8 @@
 // DISCOVERs alike: in a flood, half of the OFFERs sent led nowhere (measured, test/bench/dhcp.ts).
 // Bounds: when a queue is full its oldest entry goes; a DISCOVER that waited longer than maxDiscoverAgeMs is
 // dropped when it comes up (its client has retransmitted by then, and would not take an old OFFER anyway).
+// While the DISCOVER queue is full the service also has its sockets drop new DISCOVERs before they reach JS
+// (server.ts updateShedding), until the queue is down to half.
 import { MESSAGE_TYPE } from '../../protocols/dhcp/index.ts';
 
 export type ShedReason = 'overload-request' | 'overload-discover' | 'overload-stale';
@@ -44,9 +46,12 @@ export class WorkQueue<T> {
   private readonly urgent = new Fifo<T>();
   private readonly discovers = new Fifo<{ item: T; at: number }>();
 
-  constructor(private readonly onShed: (reason: ShedReason) => void, private readonly limits: WorkQueueLimits = DEFAULT_LIMITS) {}
+  constructor(private readonly onShed: (reason: ShedReason) => void, readonly limits: WorkQueueLimits = DEFAULT_LIMITS) {}
 
   get length(): number { return this.urgent.length + this.discovers.length; }
+
+  /** DISCOVERs (non-urgent items) waiting. */
+  get discoverCount(): number { return this.discovers.length; }
 
   /** Queues `item` (`urgent`: see isUrgent; everything else waits behind). */
   push(item: T, urgent: boolean, now: number): void {
