@@ -165,7 +165,14 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   // The store comes first: it takes the state dir's lock, so a second metalbox fails here at once.
   // Loaded here, not at the top: LevelDB's native addon is needed only by commands that open the store.
   const { openLevelStore } = await import('./store/level-store.ts');
-  const store = await openLevelStore(config.stateDir);
+  const store = await openLevelStore(config.stateDir, {
+    reserveBytes: config.store.reserveMiB * 1024 * 1024,
+    onHealth: (h) => {
+      if (h.writable) logger.info({ freeBytes: h.freeBytes, recoveries: h.recoveries }, 'state disk has room again: writes accepted');
+      else if (h.reason === 'disk-full') logger.error({ freeBytes: h.freeBytes, reserveBytes: h.reserveBytes, stateDir: config.stateDir }, 'state disk full: writes refused (no new leases, machines or settings) until there is room');
+      else logger.error({ error: h.error, stateDir: config.stateDir }, 'a store write failed: writes refused until the store is reopened (tried every 5 s once there is room)');
+    },
+  });
   let instanceId: string | undefined;
   try {
     instanceId = await ensureInstanceId(store);
@@ -177,7 +184,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   const events = new EventLog(store);
   await events.init();
   const metrics = createMetrics();
-  observeStore(metrics, () => store.stats());
+  observeStore(metrics, () => store.stats(), () => store.health());
   const services: Service[] = [];
   let shutdown: (reason: string, code: number) => void = () => undefined;
   const runner = new ServiceRunner(services, {

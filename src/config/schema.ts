@@ -109,6 +109,9 @@ export const ConfigSchema = Type.Object({
     createBmcUser: Type.Boolean({ default: true, description: "commissioning makes a metalbox user on a machine's in-band BMC when metalbox knows no BMC for it, and registers it" }),
     autoCommission: Type.Boolean({ default: false, description: 'commission a machine as soon as it has enlisted (New, from an enlisting network boot), as MAAS does' }),
   }, { ...strict, default: {} }),
+  store: Type.Object({
+    reserveMiB: Type.Integer({ minimum: 0, maximum: 1_048_576, default: 64, description: 'free space the state file system keeps: below it the store refuses writes (STORE_DISK_FULL; no new leases) until there is room again; 0 refuses nothing' }),
+  }, { ...strict, default: {} }),
 }, strict);
 
 export type Config = Static<typeof ConfigSchema>;

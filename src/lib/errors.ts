@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   STORE_CONFLICT: { status: 409, meaning: 'a write would break a unique index (for example two machines with one MAC)' },
   STORE_CLOSED: { status: 503, meaning: 'the store is closed or closing' },
   STORE_WRITE_FAILED: { status: 503, meaning: 'the store could not make a write durable (disk full, I/O error); nothing was acknowledged' },
+  STORE_DISK_FULL: { status: 503, meaning: 'the state file system is under its free-space reserve (store.reserveMiB): writes are refused until there is room; reads go on' },
   BACKUP_INVALID: { status: 400, meaning: 'a backup file is truncated, corrupt or not a metalbox backup' },
   BACKUP_WRITE_FAILED: { status: 500, meaning: 'the backup file could not be written (no space, no permission); nothing partial is left behind' },
   RESTORE_TARGET_NOT_EMPTY: { status: 409, meaning: 'restore only loads into an empty state directory' },

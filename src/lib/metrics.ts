@@ -23,16 +23,24 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
 }
 
 /** Exposes the store's group-commit figures, read at scrape time. */
-export function observeStore(metrics: Metrics, stats: () => { syncs: number; writes: number; maxGroup: number }): void {
-  const counter = (name: string, help: string, pick: (s: ReturnType<typeof stats>) => number) =>
+export function observeStore(
+  metrics: Metrics,
+  stats: () => { syncs: number; writes: number; maxGroup: number },
+  health?: () => { writable: boolean; freeBytes: number; refused: number; recoveries: number },
+): void {
+  const counter = (name: string, help: string, pick: () => number) =>
     new Counter({
       name, help, registers: [metrics.registry],
-      collect() { this.reset(); this.inc(pick(stats())); },
+      collect() { this.reset(); this.inc(pick()); },
     });
-  counter('metalbox_store_syncs_total', 'Durable (fsync) batches written by the store', (s) => s.syncs);
-  counter('metalbox_store_writes_total', 'Store writes acknowledged', (s) => s.writes);
-  new Gauge({
-    name: 'metalbox_store_max_group', help: 'Most writes that have shared one sync', registers: [metrics.registry],
-    collect() { this.set(stats().maxGroup); },
-  });
+  const gauge = (name: string, help: string, pick: () => number) =>
+    new Gauge({ name, help, registers: [metrics.registry], collect() { this.set(pick()); } });
+  counter('metalbox_store_syncs_total', 'Durable (fsync) batches written by the store', () => stats().syncs);
+  counter('metalbox_store_writes_total', 'Store writes acknowledged', () => stats().writes);
+  gauge('metalbox_store_max_group', 'Most writes that have shared one sync', () => stats().maxGroup);
+  if (!health) return;
+  gauge('metalbox_store_writable', '1 while the store accepts writes; 0 under the free-space reserve (store.reserveMiB) or after a failed write until LevelDB is reopened', () => (health().writable ? 1 : 0));
+  gauge('metalbox_store_free_bytes', 'Free bytes of the state file system at the last measurement, less what was written since', () => health().freeBytes);
+  counter('metalbox_store_refused_writes_total', 'Writes the store refused (disk under the reserve, or after a failed write)', () => health().refused);
+  counter('metalbox_store_recoveries_total', 'Times the store reopened LevelDB after a failed write', () => health().recoveries);
 }

@@ -7,9 +7,20 @@
 // one batch is in flight at a time; write() calls that arrive meanwhile are prepared (index maintenance and
 // conflict checks, against an overlay of the not-yet-durable values of earlier writes) and go out together as
 // the next batch, sharing its one fsync.
+//
+// Disk space: LevelDB refuses every later write once a log write has failed (the log's state is indeterminate;
+// only reopening clears that), and so it does after a failed background compaction. So the store keeps a
+// reserve: it measures the state file system's free space (statfs) every second and counts what it writes in
+// between; while that is under `reserveBytes` it refuses writes with STORE_DISK_FULL before LevelDB sees them
+// (reads go on), and accepts them again as soon as there is room. If a write fails anyway (a disk filled faster
+// than measured, an I/O error), every write is refused with STORE_WRITE_FAILED until the store has reopened
+// LevelDB, which it tries every `recoverMs` once there is room (close and open of the same handle: reads issued
+// meanwhile wait for the open); the resident collections are then reloaded from disk. The failed write was never
+// acknowledged; like any write whose caller never learnt the outcome, LevelDB may or may not replay it at the
+// reopen (a torn last log record is dropped, a whole one is kept).
 import { ClassicLevel } from 'classic-level';
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, isMetalboxError, MetalboxError } from '../lib/errors.ts';
 import { createCollection, pick, type Collections, type StoreBackend } from './collection.ts';
@@ -54,10 +65,45 @@ export interface LevelStoreOptions {
   /** Override the schema versions and migration steps (tests of the migration machinery). */
   schemaVersions?: Partial<SchemaVersions>;
   migrations?: Migrations;
+  /**
+   * Free space (bytes) the state file system keeps: below it writes are refused (STORE_DISK_FULL) until there is
+   * room again (see "Disk space" above). Default DEFAULT_RESERVE_BYTES; 0 refuses nothing.
+   */
+  reserveBytes?: number;
+  /** How often free space is measured, ms. Default 1000. */
+  spaceCheckMs?: number;
+  /** After a failed write, how often reopening LevelDB is tried, ms. Default 5000. */
+  recoverMs?: number;
+  /** Free bytes of the file system holding `dir` (tests); default statfs's blocks available to us. */
+  freeSpace?: (dir: string) => Promise<number>;
+  /** Told when writes stop or start being accepted (metalbox serve logs it). */
+  onHealth?: (health: StoreHealth) => void;
+}
+
+/** 64 MiB: room for LevelDB's compactions of a rack's worth of records, and for an operator to notice. */
+export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
+
+/** Whether the store takes writes, and why not (LevelStore.health()). */
+export interface StoreHealth {
+  writable: boolean;
+  /** Why writes are refused: under the space reserve, or a write failed and LevelDB has not been reopened yet. */
+  reason?: 'disk-full' | 'write-failed';
+  /** The failed write's error, with reason write-failed. */
+  error?: string;
+  /** Free bytes at the last measurement, less twice what was written since (the log, then compaction). */
+  freeBytes: number;
+  reserveBytes: number;
+  /** Writes refused for either reason, since open. */
+  refused: number;
+  /** Times LevelDB was reopened after a failed write. */
+  recoveries: number;
 }
 
 export interface LevelStore extends Store {
   readonly stateDir: string;
+  health(): StoreHealth;
+  /** Measures free space now rather than at the next periodic check (health() then tells the result). */
+  measureSpace(): Promise<void>;
 }
 
 export type Db = ClassicLevel<string, string>;
@@ -86,15 +132,28 @@ export async function openLevelStore(stateDir: string, options: LevelStoreOption
   const resident = new Map<string, Map<string, unknown>>();
   try {
     for (const c of options.resident ?? DEFAULT_RESIDENT) {
-      resident.set(c, await loadSpace(sublevelOf(db, c), (key, text) => decodeEnvelope(text, c, key, dbDir).d));
-      for (const [index] of indexesOf(c)) resident.set(indexSpace(c, index), await loadSpace(sublevelOf(db, indexSpace(c, index)), (_, text) => text));
+      resident.set(c, await loadResident(db, c, dbDir));
+      for (const [index] of indexesOf(c)) resident.set(indexSpace(c, index), await loadResident(db, indexSpace(c, index), dbDir));
     }
   } catch (err) {
     await db.close().catch(() => undefined);
     await removePidFile(stateDir);
     throw levelError(err, dbDir);
   }
-  return new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false, resident);
+  const store = new LevelStoreImpl(stateDir, dbDir, db, versions, options.groupCommit !== false, resident, options);
+  await store.measureSpace();
+  return store;
+}
+
+async function statfsFree(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Loads a resident space: a collection's records decoded, an index space's entries as they are. */
+async function loadResident(db: Db, space: string, dbDir: string): Promise<Map<string, unknown>> {
+  const isIndex = space.startsWith('idx.');
+  return loadSpace(sublevelOf(db, space), isIndex ? (_, text) => text : (key, text) => decodeEnvelope(text, space as CollectionName, key, dbDir).d);
 }
 
 /**
@@ -450,6 +509,22 @@ class LevelStoreImpl implements LevelStore {
   #idle: (() => void)[] = [];
   #failed: MetalboxError | undefined;
   #closing: Promise<void> | undefined;
+  // Disk space and recovery (see "Disk space" above).
+  readonly #reserve: number;
+  readonly #recoverMs: number;
+  readonly #freeSpace: (dir: string) => Promise<number>;
+  readonly #onHealth: ((health: StoreHealth) => void) | undefined;
+  #free = Number.POSITIVE_INFINITY;
+  /** Bytes written since #free was measured. */
+  #writtenSince = 0;
+  #diskFull = false;
+  #measuring: Promise<void> | undefined;
+  #spaceTimer: NodeJS.Timeout | undefined;
+  #recoverTimer: NodeJS.Timeout | undefined;
+  #reopening = false;
+  #refused = 0;
+  #recoveries = 0;
+  #lastHealth = '';
 
   constructor(
     readonly stateDir: string,
@@ -459,10 +534,16 @@ class LevelStoreImpl implements LevelStore {
     private readonly groupCommit: boolean,
     /** Resident spaces (see LevelStoreOptions.resident): durable value by key; a missing key is absent. */
     private readonly resident: Map<string, Map<string, unknown>>,
+    options: LevelStoreOptions = {},
   ) {
+    this.#reserve = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
+    this.#recoverMs = options.recoverMs ?? 5000;
+    this.#freeSpace = options.freeSpace ?? statfsFree;
+    this.#onHealth = options.onHealth;
+    this.#spaceTimer = setInterval(() => void this.measureSpace(), options.spaceCheckMs ?? 1000);
+    this.#spaceTimer.unref();
     this.#planned = new Set(COLLECTIONS.filter((c) => indexesOf(c).length > 0 || resident.has(c)));
-    for (const c of COLLECTIONS) this.#spaces.set(c, sublevelOf(db, c));
-    for (const { space } of INDEX_SPACES) this.#spaces.set(space, sublevelOf(db, space));
+    this.#makeSpaces();
     const backend: StoreBackend = {
       get: (c, key) => this.#get(c, key),
       getBy: (c, index, value) => this.#getBy(c, index, value),
@@ -474,12 +555,61 @@ class LevelStoreImpl implements LevelStore {
     Object.assign(this, this.#collections);
   }
 
+  /** One sublevel per collection and index. Made again after a reopen: a closed sublevel stays closed. */
+  #makeSpaces(): void {
+    for (const c of COLLECTIONS) this.#spaces.set(c, sublevelOf(this.db, c));
+    for (const { space } of INDEX_SPACES) this.#spaces.set(space, sublevelOf(this.db, space));
+  }
+
   collection<C extends CollectionName>(name: C): Collection<C> {
     return pick(this.#collections, name);
   }
 
   stats(): StoreStats {
     return { ...this.#stats };
+  }
+
+  health(): StoreHealth {
+    const freeBytes = Math.max(0, this.#free - 2 * this.#writtenSince);
+    const base = { freeBytes: Number.isFinite(freeBytes) ? freeBytes : 0, reserveBytes: this.#reserve, refused: this.#refused, recoveries: this.#recoveries };
+    if (this.#failed) return { writable: false, reason: 'write-failed', error: this.#failed.message, ...base };
+    if (this.#diskFull) return { writable: false, reason: 'disk-full', ...base };
+    return { writable: true, ...base };
+  }
+
+  /** Measures free space now (also every spaceCheckMs); one measurement at a time. Never throws. */
+  measureSpace(): Promise<void> {
+    this.#measuring ??= (async () => {
+      try {
+        const written = this.#writtenSince;
+        const free = await this.#freeSpace(this.dbDir);
+        this.#free = free;
+        this.#writtenSince -= written;
+        this.#diskFull = this.#reserve > 0 && free - 2 * this.#writtenSince < this.#reserve;
+      } catch {
+        // A state dir that cannot be measured is not taken for a full one: writes will say what is wrong.
+        this.#diskFull = false;
+      } finally {
+        this.#measuring = undefined;
+      }
+      this.#reportHealth();
+    })();
+    return this.#measuring;
+  }
+
+  /** Tells onHealth when writable/reason changed. */
+  #reportHealth(): void {
+    const health = this.health();
+    const key = `${health.writable}:${health.reason ?? ''}`;
+    if (key === this.#lastHealth) return;
+    const first = this.#lastHealth === '';
+    this.#lastHealth = key;
+    if (first && health.writable) return;
+    try {
+      this.#onHealth?.(health);
+    } catch {
+      // a listener's failure is not the store's
+    }
   }
 
   // --- reads: durable data only ------------------------------------------------------------------------
@@ -537,7 +667,7 @@ class LevelStoreImpl implements LevelStore {
    */
   #residentRead(c: CollectionName): Map<string, unknown> | undefined {
     const resident = this.resident.get(c);
-    if (resident && this.db.status !== 'open') throw new MetalboxError('STORE_CLOSED', 'the store is closed');
+    if (resident && this.db.status !== 'open' && !this.#reopening) throw new MetalboxError('STORE_CLOSED', 'the store is closed');
     return resident;
   }
 
@@ -667,7 +797,16 @@ class LevelStoreImpl implements LevelStore {
   /** Plans one write and hands it to #flush; a promise only when planning had to read the disk. Never throws. */
   #plan(w: Queued): Promise<void> | undefined {
     if (this.#failed) {
+      this.#refused++;
       w.reject(this.#writeFailed());
+      return undefined;
+    }
+    if (this.#diskFull) {
+      this.#refused++;
+      const free = Math.max(0, this.#free - 2 * this.#writtenSince);
+      w.reject(new MetalboxError('STORE_DISK_FULL',
+        `the state file system (${this.dbDir}) has ${mib(free)} free, under the ${mib(this.#reserve)} reserve: writes are refused until there is room`,
+        { details: { freeBytes: free, reserveBytes: this.#reserve } }));
       return undefined;
     }
     let raw: RawOp[] | Promise<RawOp[]>;
@@ -789,6 +928,7 @@ class LevelStoreImpl implements LevelStore {
       }
     }
     const group = this.#ready.splice(0, take);
+    let bytes = 0;
     // A chained batch with raw keys: abstract-level's array batch() costs ~8 µs of main-thread time per op
     // (it copies and re-encodes each one), ten times this.
     const batch = this.db.batch();
@@ -796,11 +936,14 @@ class LevelStoreImpl implements LevelStore {
       const { rawKeys, rawValues } = w;
       for (let i = 0; i < rawKeys.length; i++) {
         const value = rawValues[i];
+        bytes += rawKeys[i]!.length + (value === undefined ? 0 : value.length);
         if (value === undefined) batch.del(rawKeys[i]!);
         else batch.put(rawKeys[i]!, value);
       }
     }
     this.#inFlight = true;
+    this.#writtenSince += bytes;
+    if (this.#reserve > 0 && this.#free - 2 * this.#writtenSince < this.#reserve) void this.measureSpace();
     batch.write({ sync: true }).then(() => {
       this.#stats.syncs++;
       this.#stats.writes += group.length;
@@ -829,6 +972,8 @@ class LevelStoreImpl implements LevelStore {
       for (const w of [...group, ...this.#ready.splice(0)]) w.reject(this.#failed);
       this.#overlay.clear();
       this.#cache?.clear();
+      this.#reportHealth();
+      this.#scheduleRecover();
     }).finally(() => {
       this.#inFlight = false;
       this.#flush();
@@ -842,10 +987,61 @@ class LevelStoreImpl implements LevelStore {
   }
 
   #writeFailed(): MetalboxError {
-    return new MetalboxError('STORE_WRITE_FAILED', `${this.#failed!.message} (an earlier write failed; reopen the store)`, { cause: this.#failed });
+    return new MetalboxError('STORE_WRITE_FAILED', `${this.#failed!.message} (an earlier write failed; the store reopens itself when there is room)`, { cause: this.#failed });
+  }
+
+  #scheduleRecover(): void {
+    if (this.#recoverTimer !== undefined || this.#closing) return;
+    this.#recoverTimer = setTimeout(() => {
+      this.#recoverTimer = undefined;
+      void this.#recover();
+    }, this.#recoverMs);
+    this.#recoverTimer.unref();
+  }
+
+  /**
+   * After a failed write: once there is room, waits until no write is being planned or written, reopens LevelDB
+   * and reloads the resident collections from disk; writes are accepted again. Tried again later on any failure.
+   */
+  async #recover(): Promise<void> {
+    if (this.#closing || !this.#failed) return;
+    try {
+      await this.measureSpace();
+      if (this.#diskFull) {
+        this.#scheduleRecover();
+        return;
+      }
+      await new Promise<void>((wake) => {
+        this.#idle.push(wake);
+        this.#wakeIfIdle();
+      });
+      if (this.#closing) return;
+      this.#reopening = true;
+      // Called together: abstract-level queues reads made from here on until the open has finished.
+      const closed = this.db.close();
+      const opened = this.db.open({ createIfMissing: false });
+      this.#makeSpaces(); // sublevels of a reopening parent wait for it
+      await closed;
+      await opened;
+      await syncDir(this.dbDir);
+      for (const [space, map] of this.resident) {
+        const fresh = await loadResident(this.db, space, this.dbDir);
+        map.clear();
+        for (const [key, value] of fresh) map.set(key, value);
+      }
+      this.#failed = undefined;
+      this.#recoveries++;
+      this.#reportHealth();
+    } catch {
+      this.#scheduleRecover();
+    } finally {
+      this.#reopening = false;
+    }
   }
 
   close(): Promise<void> {
+    clearInterval(this.#spaceTimer);
+    clearTimeout(this.#recoverTimer);
     this.#closing ??= (async () => {
       await new Promise<void>((wake) => {
         this.#idle.push(wake);
@@ -856,4 +1052,8 @@ class LevelStoreImpl implements LevelStore {
     })();
     return this.#closing;
   }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
 }
