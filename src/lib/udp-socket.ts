@@ -17,12 +17,15 @@
 //   stats().dropped); clients of every protocol served here retransmit.
 // - onDatagram runs synchronously per datagram; an exception thrown from it is an uncaught exception
 //   (like one thrown from a node:dgram 'message' listener). Services catch their own errors.
-// - Batch mode (openUdpBatchSocket, DHCP): one call per wakeup with every datagram read, payloads back to back and
-//   their fields as numbers; with `dhcp: true` the native side also peeks DHCP message types and can drop chosen
-//   types itself (setDhcpDrop), so a service shedding a flood pays no JS for what it sheds.
+// - Batch mode (openUdpBatchSocket: DHCP, DNS, NTP): one call per wakeup with every datagram read (recvmmsg),
+//   payloads back to back and their fields as numbers; with `dhcp: true` the native side also peeks DHCP message
+//   types and can drop chosen types itself (setDhcpDrop), so a service shedding a flood pays no JS for what it
+//   sheds; with `timestamps: true` each datagram carries the kernel's receive time (SO_TIMESTAMPNS). Replies
+//   queued with queue() during the callback leave together after it in one sendmmsg (or when flush() is called).
 // - An open socket keeps the process alive and is not garbage-collected, even when unreferenced;
 //   close() releases it (idempotent). Sockets still open when the process or worker ends are closed.
 import { isIP } from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { loadAddon } from './addon.ts';
 import { errnoCode, MetalboxError } from './errors.ts';
 import { formatIPv4 } from './ipv4.ts';
@@ -142,7 +145,7 @@ export interface DatagramBatch {
 }
 
 /** Words of DatagramBatch.meta per datagram. */
-export const BATCH_WORDS = 8;
+export const BATCH_WORDS = 10;
 /** Offsets of the fields in a datagram's row of DatagramBatch.meta. */
 export const BATCH = {
   OFFSET: 0,
@@ -158,6 +161,21 @@ export const BATCH = {
   INTERFACE_ADDRESS: 6,
   /** The DHCP message type (option 53) of a BOOTREQUEST, with `dhcp: true`; 0 when none was found (or not asked). */
   DHCP_TYPE: 7,
+  /**
+   * With `timestamps: true`: when the kernel received the datagram (SO_TIMESTAMPNS, CLOCK_REALTIME), Unix seconds
+   * (mod 2^32) and nanoseconds; both 0 without.
+   */
+  TIME_SECONDS: 8,
+  TIME_NANOSECONDS: 9,
+} as const;
+
+/** Flags of a queued datagram (UdpBatchSocket.queue). */
+export const SEND_FLAGS = {
+  /**
+   * The datagram is an NTP packet (48 octets at least): its transmit timestamp (RFC 5905 §8 T3, octets 40-47) is
+   * written natively right before the sendmmsg that sends it: the host's CLOCK_REALTIME plus setNtpOffset()'s seconds.
+   */
+  NTP_TRANSMIT: 1,
 } as const;
 
 export interface UdpBatchSocketOptions extends UdpSocketOptions {
@@ -166,16 +184,53 @@ export interface UdpBatchSocketOptions extends UdpSocketOptions {
    * peekMessageType in src/protocols/dhcp) and setDhcpDrop can make it drop some types before JS sees them.
    */
   dhcp?: boolean;
+  /** Kernel receive timestamps (SO_TIMESTAMPNS) in BATCH.TIME_SECONDS / TIME_NANOSECONDS. Default false. */
+  timestamps?: boolean;
+  /**
+   * Room each datagram gets in a read, 512 to 65536 bytes (default 65536: nothing is ever cut). A longer datagram
+   * is counted in stats().truncated and dropped. Smaller slots let one recvmmsg take more datagrams: DNS and NTP
+   * queries are small.
+   */
+  maxDatagram?: number;
+  /**
+   * Told of each queued datagram the kernel did not take when the queue is sent without a callback of its own: after
+   * the batch callback, or because queue() found it full.
+   */
+  onSendFailure?: SendFailure;
 }
 
 export interface UdpBatchSocketStats extends UdpSocketStats {
   /** Datagrams read and dropped by the setDhcpDrop filter (not in `received`). */
   filtered: number;
+  /** Queued datagrams the kernel refused for another reason than a full queue (no route, a foreign source address). */
+  sendErrors: number;
 }
+
+/** Why queued datagrams were not sent, for UdpBatchSocket.flush(): index in the flush and errno name (EAGAIN, ENETUNREACH, ...). */
+export type SendFailure = (index: number, code: string) => void;
 
 export interface UdpBatchSocket extends UdpSocket {
   /** Sends to an address given as a number in host order (as BATCH delivers them); otherwise like send() without `via`. */
   sendTo(data: Buffer, address: number, port: number): boolean;
+  /**
+   * Copies a datagram into the socket's send queue (numeric address in host order; `sourceAddress`, `ifindex` as
+   * send()'s `via`, 0 for none; `flags` from SEND_FLAGS). The queue is sent with one sendmmsg per 64 datagrams
+   * when the batch callback returns, by flush(), or first when it is full (256 KiB or 1024 datagrams; failures then
+   * go to the option onSendFailure). Returns the datagram's index in the flush that sends it.
+   */
+  queue(data: Buffer, address: number, port: number, sourceAddress?: number, ifindex?: number, flags?: number): number;
+  /**
+   * Sends what is queued and returns how many datagrams the kernel took. Each datagram not taken is reported to
+   * `onFailure` (default: the option onSendFailure) with its index and errno name: EAGAIN/ENOBUFS when it was
+   * dropped on a full send queue (counted in stats().dropped, and so is the rest of the flush), anything else
+   * (ENETUNREACH, EINVAL for a source address not ours) in stats().sendErrors. Throws SOCKET_SEND_FAILED when the
+   * socket is closed.
+   */
+  flush(onFailure?: SendFailure): number;
+  /** Datagrams queued and not yet flushed. */
+  readonly queued: number;
+  /** Seconds added to the host clock in the NTP transmit timestamps of SEND_FLAGS.NTP_TRANSMIT (the served offset). */
+  setNtpOffset(seconds: number): void;
   /**
    * Opened with `dhcp: true` only: from now on, DHCP requests (BOOTREQUEST, magic cookie) whose message type is
    * in `types` are read and dropped before any JS object is made for them, counted in stats().filtered; an empty
@@ -191,8 +246,11 @@ interface NativeUdp {
     onDatagram: (data: Buffer, address: string, port: number, ifindex: number, localAddress: string, interfaceAddress: string) => void): object;
   udpOpen(options: { address: string; port: number; device?: string; broadcast?: boolean; freebind?: boolean; reuseAddress?: boolean; receiveBufferSize?: number; readBatch?: number; batch: true; dhcp: boolean },
     onBatch: (data: Buffer, meta: Uint32Array, count: number, filtered: number) => void): object;
+  udpOpen(options: { address: string; port: number; batch: true; dhcp: boolean; timestamps: boolean; maxDatagram?: number; [k: string]: unknown },
+    onBatch: (data: Buffer, meta: Uint32Array, count: number, filtered: number) => void): object;
   udpSend(socket: object, data: Buffer, address: string, port: number, ifindex: number, sourceAddress: string | null): boolean;
   udpSendTo(socket: object, data: Buffer, address: number, port: number): boolean;
+  udpSendBatch(socket: object, data: Buffer, rows: Uint32Array, count: number, ntpOffset: number): number;
   udpSetDhcpDrop(socket: object, mask: number): void;
   udpSendSegments(socket: object, data: Buffer, segmentSize: number, address: string, port: number): boolean;
   udpClose(socket: object): void;
@@ -245,10 +303,47 @@ export function openUdpSocket(options: UdpSocketOptions, onDatagram: (d: Datagra
 export function openUdpBatchSocket(options: UdpBatchSocketOptions, onBatch: (batch: DatagramBatch) => void): UdpBatchSocket {
   if (typeof onBatch !== 'function') throw new TypeError('onBatch must be a function');
   const dhcp = options.dhcp ?? false;
+  const timestamps = options.timestamps ?? false;
+  if (options.maxDatagram !== undefined && (!Number.isInteger(options.maxDatagram) || options.maxDatagram < 512 || options.maxDatagram > 65536)) {
+    throw new RangeError(`maxDatagram must be an integer from 512 to 65536, got ${options.maxDatagram}`);
+  }
+  // The send queue: payloads back to back in `out`, one row of SEND_WORDS per datagram (see udpSendBatch in
+  // metalbox.c). Allocated on the first queue(): a socket that never queues pays nothing.
+  let out: Buffer | undefined;
+  let rows: Uint32Array | undefined;
+  let queued = 0;
+  let used = 0;
+  let ntpOffset = 0;
   const { socket, handle, local, isClosed } = open(options, (address) => udp().udpOpen(
-    { ...address, broadcast: options.broadcast ?? false, freebind: options.freebind ?? false, reuseAddress: options.reuseAddress ?? true, receiveBufferSize: options.receiveBufferSize, readBatch: options.readBatch, batch: true, dhcp },
-    (data, meta, count, filtered) => onBatch({ data, meta, count, filtered }),
+    { ...address, broadcast: options.broadcast ?? false, freebind: options.freebind ?? false, reuseAddress: options.reuseAddress ?? true, receiveBufferSize: options.receiveBufferSize, readBatch: options.readBatch, batch: true, dhcp, timestamps, maxDatagram: options.maxDatagram },
+    (data, meta, count, filtered) => {
+      try {
+        onBatch({ data, meta, count, filtered });
+      } finally {
+        // What the callback queued leaves now, together (a throw still sends what was answered before it).
+        if (queued > 0 && !isClosed()) flush();
+      }
+    },
   ));
+  const flush = (onFailure: SendFailure | undefined = options.onSendFailure): number => {
+    if (isClosed()) {
+      queued = 0;
+      used = 0;
+      throw new MetalboxError('SOCKET_SEND_FAILED', `cannot send from ${local}: the socket is closed`);
+    }
+    if (queued === 0) return 0;
+    const count = queued;
+    queued = 0;
+    used = 0;
+    const taken = udp().udpSendBatch(handle, out!, rows!, count, ntpOffset);
+    if (taken < count && onFailure !== undefined) {
+      for (let i = 0, r = SEND_STATUS; i < count; i++, r += SEND_WORDS) {
+        const errno = rows![r]!;
+        if (errno !== 0) onFailure(i, errnoName(errno));
+      }
+    }
+    return taken;
+  };
   return {
     ...socket,
     sendTo(data, to, toPort) {
@@ -264,6 +359,36 @@ export function openUdpBatchSocket(options: UdpBatchSocketOptions, onBatch: (bat
         });
       }
     },
+    queue(data, to, toPort, sourceAddress = 0, ifindex = 0, flags = 0) {
+      const length = data.length;
+      if (length > MAX_UDP_PAYLOAD) throw new RangeError(`a datagram holds 65507 bytes at most, got ${length}`);
+      if (out === undefined) {
+        out = Buffer.allocUnsafe(SEND_ARENA);
+        rows = new Uint32Array(SEND_ROWS * SEND_WORDS);
+      }
+      if (queued === SEND_ROWS || used + length > SEND_ARENA) flush();
+      data.copy(out, used);
+      const r = queued * SEND_WORDS;
+      const row = rows!;
+      row[r] = used;
+      row[r + 1] = length;
+      row[r + 2] = to;
+      row[r + 3] = toPort;
+      row[r + 4] = sourceAddress;
+      row[r + 5] = ifindex;
+      row[r + 6] = flags;
+      row[r + 7] = 0;
+      used += length;
+      return queued++;
+    },
+    flush,
+    get queued() {
+      return queued;
+    },
+    setNtpOffset(seconds) {
+      if (!Number.isFinite(seconds)) throw new TypeError(`NTP offset must be a finite number of seconds, got ${seconds}`);
+      ntpOffset = seconds;
+    },
     setDhcpDrop(types) {
       if (!dhcp) throw new TypeError('setDhcpDrop needs a socket opened with dhcp: true');
       let mask = 0;
@@ -274,10 +399,24 @@ export function openUdpBatchSocket(options: UdpBatchSocketOptions, onBatch: (bat
       if (!isClosed()) udp().udpSetDhcpDrop(handle, mask >>> 0);
     },
     stats() {
-      const { received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered } = udp().udpStats(handle);
-      return { received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered };
+      const { received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered, sendErrors } = udp().udpStats(handle);
+      return { received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered, sendErrors };
     },
   };
+}
+
+const MAX_UDP_PAYLOAD = 65507;
+/** Words per queued datagram (udpSendBatch's rows) and the one the native side writes the errno into. */
+const SEND_WORDS = 8;
+const SEND_STATUS = 7;
+const SEND_ARENA = 256 * 1024;
+const SEND_ROWS = 1024;
+
+let errnoNames: Map<number, string> | undefined;
+/** The errno name of a number (os.constants.errno), or ERRNO_<n>. */
+function errnoName(n: number): string {
+  errnoNames ??= new Map(Object.entries(osConstants.errno).map(([name, value]) => [value, name]));
+  return errnoNames.get(n) ?? `ERRNO_${n}`;
 }
 
 /** An address for a message: a number that is no IPv4 address (a caller bug, refused by the native side) as is. */

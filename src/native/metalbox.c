@@ -384,7 +384,10 @@ typedef struct udp_socket {
   uint32_t dhcp_drop;                // bit t set: DHCP requests of message type t are read and dropped
   unsigned char *arena;              // batch mode: the datagrams of one JS call, back to back (malloc'd)
   napi_ref meta;                     // batch mode: the Uint32Array of per-datagram fields, reused every call
-  uint64_t received, truncated, sent, dropped, receive_errors, filtered;
+  uint32_t slot;                     // batch mode: room recvmmsg gives each datagram (option maxDatagram)
+  void *recv_scratch;                // batch mode: a recv_chunk (malloc'd with the arena)
+  bool timestamps;                   // batch mode: SO_TIMESTAMPNS on, kernel receive times in meta (option timestamps)
+  uint64_t received, truncated, sent, dropped, receive_errors, filtered, send_errors;
   uint32_t kernel_dropped;           // SO_MEMINFO drops, snapshot taken at close
 } udp_socket;
 
@@ -394,6 +397,7 @@ static atomic_long live_sockets;
 
 static void free_socket(udp_socket *s) {
   free(s->arena);
+  free(s->recv_scratch);
   free(s);
   atomic_fetch_sub(&live_sockets, 1);
 }
@@ -567,16 +571,22 @@ static bool receive_one(udp_socket *s, napi_value callback) {
 //   data      a new Buffer with the payloads back to back (JS may keep views of it)
 //   meta      the socket's Uint32Array (the same object every call: read it during the call only), UDP_META_WORDS
 //             per datagram: offset and length in data, source address and port, arrival ifindex, destination
-//             address (ipi_addr), interface address (ipi_spec_dst), DHCP message type (0 = none or not peeked);
-//             addresses as numbers in host order (1.2.3.4 = 0x01020304)
+//             address (ipi_addr), interface address (ipi_spec_dst), DHCP message type (0 = none or not peeked),
+//             and with option `timestamps` the kernel's receive time (SO_TIMESTAMPNS: CLOCK_REALTIME seconds
+//             and nanoseconds; 0, 0 without); addresses as numbers in host order (1.2.3.4 = 0x01020304)
 //   count     datagrams in this call
 //   filtered  datagrams dropped by the DHCP filter so far (udpSetDhcpDrop), a running total
 // Per datagram this saves the JS call, the Buffer (one per call instead) and three strings, which were most of the
-// receive path's cost (test/bench/dhcp.ts, perf). A wakeup reads at most read_batch datagrams in all; a call holds
-// what fits UDP_ARENA, 320 KiB (each recvmsg gets a whole UDP_MAX_DATAGRAM of room, so nothing is ever cut: a new call
-// starts when less is left).
-#define UDP_META_WORDS 8
+// receive path's cost (test/bench/dhcp.ts, perf). The reads themselves are recvmmsg(2) calls of up to
+// UDP_RECV_CHUNK datagrams, each given `slot` bytes of room (option maxDatagram, default a whole
+// UDP_MAX_DATAGRAM; a longer datagram is cut by the kernel, counted as truncated and dropped), compacted in the
+// arena as they are taken; a short read means the queue is empty, so a drained socket costs no extra syscall.
+// A wakeup reads at most read_batch datagrams in all; a call holds what fits UDP_ARENA, 320 KiB.
+#define UDP_META_WORDS 10
 #define UDP_ARENA (256 * 1024 + UDP_MAX_DATAGRAM)
+#define UDP_RECV_CHUNK 64
+// Room for the control messages of one received datagram: IP_PKTINFO, and SO_TIMESTAMPNS when asked for.
+#define UDP_RECV_CONTROL (CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct timespec)))
 
 // The DHCP message type (RFC 2132 §9.6, option 53) of a BOOTREQUEST, as src/protocols/dhcp peekMessageType reads it:
 // op 1, the magic cookie at 236 (RFC 2131 §3), option 53 of length 1 in the options field before End. 0 when there
@@ -598,61 +608,88 @@ static uint32_t dhcp_type(const unsigned char *p, size_t n) {
   return 0;
 }
 
-// Reads one datagram into the arena at `used`. 1: read (delivered: `*delivered` set; else filtered or truncated);
-// 0: nothing more to read, or an error (counted).
-static int read_into_arena(udp_socket *s, size_t used, uint32_t *meta, bool *delivered, size_t *length) {
-  struct sockaddr_in from;
+// Scratch for one recvmmsg(2): per datagram its header, iovec, source address and control messages.
+typedef struct {
+  struct mmsghdr msgs[UDP_RECV_CHUNK];
+  struct iovec iov[UDP_RECV_CHUNK];
+  struct sockaddr_in from[UDP_RECV_CHUNK];
   union {
-    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    char buf[UDP_RECV_CONTROL];
     struct cmsghdr align;
-  } control;
-  struct iovec iov = {.iov_base = s->arena + used, .iov_len = UDP_MAX_DATAGRAM};
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  memset(&from, 0, sizeof from);
-  msg.msg_name = &from;
-  msg.msg_namelen = sizeof from;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  *delivered = false;
-  ssize_t n;
+  } control[UDP_RECV_CHUNK];
+} recv_chunk;
+
+// Reads up to `want` datagrams with one recvmmsg(2) into the arena from `*used` on, compacting the delivered ones
+// there and filling their rows from `meta` on. Adds to *count (delivered) and *reads (taken from the kernel:
+// delivered, filtered or truncated). Returns false when the socket is drained (a short read) or on an error.
+static bool read_chunk(udp_socket *s, recv_chunk *c, uint32_t want, size_t *used, uint32_t *meta, uint32_t *count,
+                       uint32_t *reads) {
+  size_t base = *used;
+  for (uint32_t j = 0; j < want; j++) {
+    c->iov[j].iov_base = s->arena + base + (size_t)j * s->slot;
+    c->iov[j].iov_len = s->slot;
+    struct msghdr *m = &c->msgs[j].msg_hdr;
+    m->msg_name = &c->from[j];
+    m->msg_namelen = sizeof c->from[j];
+    m->msg_iov = &c->iov[j];
+    m->msg_iovlen = 1;
+    m->msg_control = c->control[j].buf;
+    m->msg_controllen = sizeof c->control[j].buf;
+    m->msg_flags = 0;
+    c->msgs[j].msg_len = 0;
+  }
+  int n;
   do {
-    n = recvmsg(s->fd, &msg, MSG_DONTWAIT);
+    n = recvmmsg(s->fd, c->msgs, want, MSG_DONTWAIT, NULL);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
+    // EAGAIN: drained. Anything else is unexpected on an unconnected UDP socket (see receive_one).
     if (errno != EAGAIN && errno != EWOULDBLOCK) s->receive_errors++;
-    return 0;
+    return false;
   }
-  if (msg.msg_flags & MSG_TRUNC) {
-    s->truncated++;
-    return 1;
-  }
-  uint32_t type = s->dhcp ? dhcp_type(s->arena + used, (size_t)n) : 0;
-  if (type != 0 && (s->dhcp_drop & (1u << type))) {
-    s->filtered++;
-    return 1;
-  }
-  struct in_pktinfo info;
-  memset(&info, 0, sizeof info);
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof info)) {
-      memcpy(&info, CMSG_DATA(c), sizeof info);
+  for (int j = 0; j < n; j++) {
+    struct msghdr *m = &c->msgs[j].msg_hdr;
+    size_t length = c->msgs[j].msg_len;
+    (*reads)++;
+    if (m->msg_flags & MSG_TRUNC) {
+      // Longer than the slot (or than UDP_MAX_DATAGRAM): never deliver part of a datagram.
+      s->truncated++;
+      continue;
     }
+    unsigned char *at = c->iov[j].iov_base;
+    uint32_t type = s->dhcp ? dhcp_type(at, length) : 0;
+    if (type != 0 && (s->dhcp_drop & (1u << type))) {
+      s->filtered++;
+      continue;
+    }
+    struct in_pktinfo info;
+    struct timespec when = {0, 0};
+    memset(&info, 0, sizeof info);
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(m); h != NULL; h = CMSG_NXTHDR(m, h)) {
+      if (h->cmsg_level == IPPROTO_IP && h->cmsg_type == IP_PKTINFO && h->cmsg_len >= CMSG_LEN(sizeof info)) {
+        memcpy(&info, CMSG_DATA(h), sizeof info);
+      } else if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPNS && h->cmsg_len >= CMSG_LEN(sizeof when)) {
+        memcpy(&when, CMSG_DATA(h), sizeof when);
+      }
+    }
+    // Compact: the slot is at or after *used (every earlier datagram was at most a slot long).
+    if (at != s->arena + *used) memmove(s->arena + *used, at, length);
+    uint32_t *row = meta + (size_t)*count * UDP_META_WORDS;
+    row[0] = (uint32_t)*used;
+    row[1] = (uint32_t)length;
+    row[2] = ntohl(c->from[j].sin_addr.s_addr);
+    row[3] = ntohs(c->from[j].sin_port);
+    row[4] = (uint32_t)info.ipi_ifindex;
+    row[5] = ntohl(info.ipi_addr.s_addr);
+    row[6] = ntohl(info.ipi_spec_dst.s_addr);
+    row[7] = type;
+    row[8] = (uint32_t)when.tv_sec;
+    row[9] = (uint32_t)when.tv_nsec;
+    s->received++;
+    *used += length;
+    (*count)++;
   }
-  meta[0] = (uint32_t)used;
-  meta[1] = (uint32_t)n;
-  meta[2] = ntohl(from.sin_addr.s_addr);
-  meta[3] = ntohs(from.sin_port);
-  meta[4] = (uint32_t)info.ipi_ifindex;
-  meta[5] = ntohl(info.ipi_addr.s_addr);
-  meta[6] = ntohl(info.ipi_spec_dst.s_addr);
-  meta[7] = type;
-  s->received++;
-  *delivered = true;
-  *length = (size_t)n;
-  return 1;
+  return (uint32_t)n == want;
 }
 
 // One wakeup in batch mode (see above). Returns after read_batch datagrams, when the socket is drained, on an error,
@@ -661,9 +698,10 @@ static void receive_batch(udp_socket *s, napi_value callback) {
   napi_env env = s->env;
   uint32_t reads = 0;
   bool more = true;
+  recv_chunk *chunk = s->recv_scratch;
   while (more && reads < s->read_batch && s->fd >= 0) {
     napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) break;
     napi_value meta_value;
     napi_typedarray_type meta_type;
     size_t meta_length = 0;
@@ -675,24 +713,20 @@ static void receive_batch(udp_socket *s, napi_value callback) {
       s->receive_errors++;
       uv_poll_stop(&s->poll);
       napi_close_handle_scope(env, scope);
-      return;
+      break;
     }
     uint32_t *meta = meta_data;
     size_t capacity = meta_length / UDP_META_WORDS;  // 0 if JS detached the buffer: then nothing is read
     uint32_t count = 0;
     size_t used = 0;
-    while (reads < s->read_batch && count < capacity && used + UDP_MAX_DATAGRAM <= UDP_ARENA) {
-      bool delivered;
-      size_t length = 0;
-      if (!read_into_arena(s, used, meta + (size_t)count * UDP_META_WORDS, &delivered, &length)) {
-        more = false;
-        break;
-      }
-      reads++;
-      if (delivered) {
-        used += length;
-        count++;
-      }
+    while (more && reads < s->read_batch && count < capacity) {
+      size_t room = (UDP_ARENA - used) / s->slot;
+      size_t want = s->read_batch - reads;
+      if (capacity - count < want) want = capacity - count;
+      if (room < want) want = room;
+      if (want > UDP_RECV_CHUNK) want = UDP_RECV_CHUNK;
+      if (want == 0) break;
+      more = read_chunk(s, chunk, (uint32_t)want, &used, meta, &count, &reads);
     }
     if (capacity == 0) {
       s->receive_errors++;
@@ -804,13 +838,15 @@ static bool bool_option(napi_env env, napi_value options, const char *name, bool
 // udpOpen(options, onDatagram) -> handle (an object to pass to udpSend/udpClose/udpStats)
 //   options: { address: string, port: number, device?: string, broadcast?: boolean (false),
 //              freebind?: boolean (false), reuseAddress?: boolean (true), receiveBufferSize?: number,
-//              readBatch?: number, batch?: boolean (false), dhcp?: boolean (false) }
+//              readBatch?: number, batch?: boolean (false), dhcp?: boolean (false),
+//              timestamps?: boolean (false), maxDatagram?: number (65536) }
 //   onDatagram(data: Buffer, address: string, port: number, ifindex: number, localAddress: string,
 //              interfaceAddress: string)
 //   with batch: onDatagram(data: Buffer, meta: Uint32Array, count: number, filtered: number), see receive_batch;
-//   dhcp (batch only) peeks each datagram's DHCP message type into meta and allows udpSetDhcpDrop.
-// An options object rather than positional arguments, so later needs (receive timestamps for NTP,
-// say) are one more property. Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES,
+//   dhcp (batch only) peeks each datagram's DHCP message type into meta and allows udpSetDhcpDrop;
+//   timestamps (batch only) puts the kernel's receive time in meta (SO_TIMESTAMPNS); maxDatagram (batch only,
+//   512 at least) is the room each datagram gets: longer ones are counted as truncated and dropped.
+// An options object rather than positional arguments, so later needs are one more property. Throws an Error with code = errno name (ENODEV, EADDRINUSE, EACCES,
 // EPERM, EADDRNOTAVAIL, ...), syscall naming the step that failed, path = the device or address:port.
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -834,8 +870,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value options = argv[0], value;
   napi_valuetype type;
   struct in_addr address;
-  uint32_t port, rcvbuf = 0, read_batch = UDP_BATCH;
-  bool broadcast, freebind, reuse, batch, dhcp;
+  uint32_t port, rcvbuf = 0, read_batch = UDP_BATCH, slot = UDP_MAX_DATAGRAM;
+  bool broadcast, freebind, reuse, batch, dhcp, timestamps;
   if (!get_option(env, options, "address", &value, &type) || !ipv4_arg(env, value, "address", &address) ||
       !get_option(env, options, "port", &value, &type) || !uint_arg(env, value, "port", 65535, &port) ||
       !bool_option(env, options, "broadcast", false, &broadcast) ||
@@ -843,6 +879,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
       !bool_option(env, options, "reuseAddress", true, &reuse) ||
       !bool_option(env, options, "batch", false, &batch) ||
       !bool_option(env, options, "dhcp", false, &dhcp) ||
+      !bool_option(env, options, "timestamps", false, &timestamps) ||
+      !get_option(env, options, "maxDatagram", &value, &type) ||
+      (type != napi_undefined && !uint_arg(env, value, "maxDatagram", UDP_MAX_DATAGRAM, &slot)) ||
       !get_option(env, options, "receiveBufferSize", &value, &type) ||
       (type != napi_undefined && !uint_arg(env, value, "receiveBufferSize", INT32_MAX / 2, &rcvbuf)) ||
       !get_option(env, options, "readBatch", &value, &type) ||
@@ -850,6 +889,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (read_batch == 0) read_batch = 1;
+  if (slot < 512) slot = 512;
+  timestamps = timestamps && batch;
   char *device = NULL;
   if (!get_option(env, options, "device", &value, &type)) return NULL;
   if (type != napi_undefined && type != napi_null) {
@@ -891,6 +932,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (err == 0 && broadcast && (err = set_int_option(fd, SOL_SOCKET, SO_BROADCAST, 1)) != 0) syscall = "setsockopt(SO_BROADCAST)";
   // ip(7) IP_PKTINFO: every received datagram carries an in_pktinfo (arrival interface, addresses).
   if (err == 0 && (err = set_int_option(fd, IPPROTO_IP, IP_PKTINFO, 1)) != 0) syscall = "setsockopt(IP_PKTINFO)";
+  // socket(7) SO_TIMESTAMPNS: every received datagram carries the kernel's CLOCK_REALTIME at its arrival, in
+  // nanoseconds (an NTP server's receive timestamp, RFC 5905 §8 T2, without the wait for the event loop).
+  if (err == 0 && timestamps && (err = set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1)) != 0) syscall = "setsockopt(SO_TIMESTAMPNS)";
   // ip(7) IP_FREEBIND: bind to an address that is not (yet) configured locally, e.g. before DHCP or
   // keepalived has put it on the interface.
   if (err == 0 && freebind && (err = set_int_option(fd, IPPROTO_IP, IP_FREEBIND, 1)) != 0) syscall = "setsockopt(IP_FREEBIND)";
@@ -934,6 +978,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   s->read_batch = read_batch;
   s->batch = batch;
   s->dhcp = batch && dhcp;
+  s->slot = slot;
+  s->timestamps = timestamps;
   s->poll.data = s;
 
   // JS side first: each step can fail and is undone by release_socket(s, true) below.
@@ -945,7 +991,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     napi_value buffer, meta;
     void *meta_data = NULL;
     s->arena = malloc(UDP_ARENA);
-    ok = s->arena != NULL &&
+    s->recv_scratch = malloc(sizeof(recv_chunk));
+    ok = s->arena != NULL && s->recv_scratch != NULL &&
          napi_create_arraybuffer(env, (size_t)read_batch * UDP_META_WORDS * sizeof(uint32_t), &meta_data, &buffer) == napi_ok &&
          napi_create_typedarray(env, napi_uint32_array, (size_t)read_batch * UDP_META_WORDS, buffer, 0, &meta) == napi_ok &&
          napi_create_reference(env, meta, 1, &s->meta) == napi_ok;
@@ -1132,6 +1179,173 @@ static napi_value udp_send_to(napi_env env, napi_callback_info info) {
   return send_datagram(env, s, to, port, data, length, &msg);
 }
 
+// udpSendBatch(handle, data: Buffer, rows: Uint32Array, count: number, ntpOffset: number) -> datagrams the kernel took
+// Sends `count` datagrams with sendmmsg(2), UDP_SEND_CHUNK per syscall. Row i of `rows` (UDP_SEND_WORDS words):
+//   0 offset, 1 length        the payload, data[offset, offset + length)
+//   2 address, 3 port         the destination, the address a number in host order (as batch mode delivers them)
+//   4 source, 5 ifindex       0, or an IP_PKTINFO control message with ipi_spec_dst / ipi_ifindex (as udpSend's)
+//   6 flags                   UDP_SEND_NTP_TRANSMIT: write the NTP transmit timestamp (RFC 5905 §8 T3, octets
+//                             40-47) right before the syscall: CLOCK_REALTIME + ntpOffset seconds
+//   7 status (out)            0 when the kernel took it, else the errno
+// A full send queue or no kernel buffers (EAGAIN, ENOBUFS) drops that datagram and the rest of the batch (counted in
+// `dropped`: the queue will not empty while we loop); another error (ENETUNREACH, EINVAL for a foreign source
+// address, ...) fails that datagram only (counted in `sendErrors`) and the batch goes on after it. sendmmsg reports
+// the first failure of a chunk by returning short: the next call starts at the failed datagram and gets its errno.
+// Malformed rows (out of the buffer, a port above 65535) are caller bugs: RangeError, and nothing is sent.
+#define UDP_SEND_WORDS 8
+#define UDP_SEND_CHUNK 64
+#define UDP_SEND_NTP_TRANSMIT 1u
+#define NTP_UNIX_OFFSET 2208988800LL
+
+// Writes the NTP timestamp of CLOCK_REALTIME + offset_ns at p (8 octets, big-endian seconds and fraction).
+static void put_ntp_time(unsigned char *p, const struct timespec *now, int64_t offset_ns) {
+  int64_t ns = (int64_t)now->tv_sec * 1000000000LL + now->tv_nsec + offset_ns;
+  int64_t sec = ns / 1000000000LL;
+  int64_t rest = ns % 1000000000LL;
+  if (rest < 0) {
+    rest += 1000000000LL;
+    sec--;
+  }
+  uint32_t seconds = (uint32_t)(uint64_t)(sec + NTP_UNIX_OFFSET);  // wraps in 2036 like the wire format (era 1)
+  uint32_t fraction = (uint32_t)(((uint64_t)rest << 32) / 1000000000ULL);
+  p[0] = (unsigned char)(seconds >> 24);
+  p[1] = (unsigned char)(seconds >> 16);
+  p[2] = (unsigned char)(seconds >> 8);
+  p[3] = (unsigned char)seconds;
+  p[4] = (unsigned char)(fraction >> 24);
+  p[5] = (unsigned char)(fraction >> 16);
+  p[6] = (unsigned char)(fraction >> 8);
+  p[7] = (unsigned char)fraction;
+}
+
+static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "udpSendBatch(socket, data, rows, count, ntpOffset) needs five arguments");
+    return NULL;
+  }
+  udp_socket *s;
+  unsigned char *data = NULL;
+  size_t length = 0;
+  if (!send_head(env, argv, &s, (void **)&data, &length)) return NULL;
+  bool is_typedarray = false;
+  napi_typedarray_type rows_type;
+  size_t rows_length = 0;
+  void *rows_data = NULL;
+  if (napi_is_typedarray(env, argv[2], &is_typedarray) != napi_ok || !is_typedarray ||
+      napi_get_typedarray_info(env, argv[2], &rows_type, &rows_length, &rows_data, NULL, NULL) != napi_ok ||
+      rows_type != napi_uint32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"rows\" argument must be a Uint32Array");
+    return NULL;
+  }
+  uint32_t count;
+  double offset_seconds = 0;
+  if (!uint_arg(env, argv[3], "count", UINT32_MAX, &count)) return NULL;
+  if (napi_get_value_double(env, argv[4], &offset_seconds) != napi_ok || offset_seconds != offset_seconds ||
+      offset_seconds > 1e9 || offset_seconds < -1e9) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"ntpOffset\" argument must be a finite number of seconds");
+    return NULL;
+  }
+  uint32_t *rows = rows_data;
+  if ((size_t)count * UDP_SEND_WORDS > rows_length) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udpSendBatch: count is more than the rows hold");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    const uint32_t *r = rows + (size_t)i * UDP_SEND_WORDS;
+    if ((size_t)r[0] + r[1] > length || r[1] > 65507 || r[3] > 65535 || r[5] > INT32_MAX ||
+        ((r[6] & UDP_SEND_NTP_TRANSMIT) && r[1] < 48)) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udpSendBatch: a row is outside the data, longer than 65507 bytes, to a port above 65535, or an NTP transmit stamp on fewer than 48 bytes");
+      return NULL;
+    }
+  }
+  int64_t offset_ns = (int64_t)(offset_seconds * 1e9);
+
+  struct mmsghdr msgs[UDP_SEND_CHUNK];
+  struct iovec iov[UDP_SEND_CHUNK];
+  struct sockaddr_in to[UDP_SEND_CHUNK];
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } control[UDP_SEND_CHUNK];
+  uint32_t taken = 0, i = 0;
+  while (i < count) {
+    uint32_t k = count - i < UDP_SEND_CHUNK ? count - i : UDP_SEND_CHUNK;
+    bool stamp = false;
+    for (uint32_t j = 0; j < k; j++) {
+      uint32_t *r = rows + (size_t)(i + j) * UDP_SEND_WORDS;
+      memset(&to[j], 0, sizeof to[j]);
+      to[j].sin_family = AF_INET;
+      to[j].sin_addr.s_addr = htonl(r[2]);
+      to[j].sin_port = htons((uint16_t)r[3]);
+      iov[j].iov_base = data + r[0];
+      iov[j].iov_len = r[1];
+      struct msghdr *m = &msgs[j].msg_hdr;
+      memset(m, 0, sizeof *m);
+      m->msg_name = &to[j];
+      m->msg_namelen = sizeof to[j];
+      m->msg_iov = &iov[j];
+      m->msg_iovlen = 1;
+      if (r[4] != 0 || r[5] != 0) {
+        memset(&control[j], 0, sizeof control[j]);
+        m->msg_control = control[j].buf;
+        m->msg_controllen = sizeof control[j].buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pktinfo;
+        memset(&pktinfo, 0, sizeof pktinfo);
+        pktinfo.ipi_ifindex = (int)r[5];
+        pktinfo.ipi_spec_dst.s_addr = htonl(r[4]);
+        memcpy(CMSG_DATA(c), &pktinfo, sizeof pktinfo);
+      }
+      msgs[j].msg_len = 0;
+      r[7] = 0;
+      if (r[6] & UDP_SEND_NTP_TRANSMIT) stamp = true;
+    }
+    if (stamp) {
+      // T3 as late as we can take it: one clock read for the chunk, right before the syscall.
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      for (uint32_t j = 0; j < k; j++) {
+        const uint32_t *r = rows + (size_t)(i + j) * UDP_SEND_WORDS;
+        if (r[6] & UDP_SEND_NTP_TRANSMIT) put_ntp_time(data + r[0] + 40, &now, offset_ns);
+      }
+    }
+    int n = -1;
+    int err = EBADF;
+    if (s->fd >= 0) {
+      do {
+        n = sendmmsg(s->fd, msgs, k, MSG_DONTWAIT | MSG_NOSIGNAL);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) err = errno;
+    }
+    if (n > 0) {
+      taken += (uint32_t)n;
+      s->sent += (uint64_t)n;
+      i += (uint32_t)n;
+      continue;
+    }
+    if (n == 0) err = EAGAIN;  // not expected for k > 0; treat as a full queue rather than loop
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EBADF) {
+      // The queue is full (or the socket closed): the rest would fail alike.
+      for (uint32_t j = i; j < count; j++) rows[(size_t)j * UDP_SEND_WORDS + 7] = (uint32_t)err;
+      if (err == EBADF) s->send_errors += count - i;
+      else s->dropped += count - i;
+      break;
+    }
+    rows[(size_t)i * UDP_SEND_WORDS + 7] = (uint32_t)err;
+    s->send_errors++;
+    i++;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_uint32(env, taken, &result));
+  return result;
+}
+
 // udpSetDhcpDrop(handle, mask: number): from now on, DHCP requests whose message type t has bit t set in mask are
 // read and dropped in receive_batch, before any JS sees them, and counted (stats `filtered`); 0 turns it off. Only
 // for sockets opened with batch and dhcp (TypeError otherwise). The DHCP service sets it while it sheds DISCOVERs.
@@ -1226,7 +1440,7 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// udpStats(handle) -> { port, open, received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered }
+// udpStats(handle) -> { port, open, received, truncated, sent, dropped, kernelDropped, receiveErrors, filtered, sendErrors }
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1250,6 +1464,7 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
     {"kernelDropped", s->fd >= 0 ? socket_drops(s->fd) : s->kernel_dropped},
     {"receiveErrors", (double)s->receive_errors},
     {"filtered", (double)s->filtered},
+    {"sendErrors", (double)s->send_errors},
   };
   NAPI_CALL(env, napi_set_named_property(env, result, "open", open));
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -1635,6 +1850,7 @@ NAPI_MODULE_INIT() {
     {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendSegments", NULL, udp_send_segments, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSetDhcpDrop", NULL, udp_set_dhcp_drop, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},

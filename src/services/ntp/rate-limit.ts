@@ -1,4 +1,4 @@
-// Per-address token buckets with bounded memory: who may be answered, who gets a Kiss-o'-Death RATE, who
+// Per-address token buckets (any key: the NTP service uses addresses as numbers) with bounded memory: who may be answered, who gets a Kiss-o'-Death RATE, who
 // is dropped. Pure (the caller passes the time).
 //
 // Each address holds `burst` tokens, refilled at `perSecond`; a request takes one. Without a token the client
@@ -29,8 +29,8 @@ export interface RateLimitOptions {
   maxClients: number;
 }
 
-export class RateLimiter {
-  private readonly buckets = new Map<string, Bucket>();
+export class RateLimiter<K = string> {
+  private readonly buckets = new Map<K, Bucket>();
   /** Addresses forgotten to stay under maxClients (a gauge of pressure). */
   evicted = 0;
 
@@ -43,7 +43,7 @@ export class RateLimiter {
   }
 
   /** One request from `address` at `now` (seconds, any monotonic origin). */
-  take(address: string, now: number): RateVerdict {
+  take(address: K, now: number): RateVerdict {
     const { perSecond, burst } = this.o;
     if (perSecond === 0) return 'answer';
     let b = this.buckets.get(address);

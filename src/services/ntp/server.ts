@@ -5,8 +5,11 @@
 //
 // - One socket per provisioning interface on ntp.port, bound to the device: requests from anywhere else are
 //   never seen. Replies leave from the address the request was sent to.
-// - The receive timestamp is read first thing when the datagram is handed to us (right after its recvmsg,
-//   src/lib/udp-socket.ts), the transmit timestamp last thing before the send.
+// - Requests come in batches (recvmmsg) and the replies leave together after each batch (sendmmsg,
+//   src/lib/udp-socket.ts). With the host clock, the receive timestamp (T2) is the kernel's arrival time of
+//   the datagram (SO_TIMESTAMPNS), not when JS got to it, and the transmit timestamp (T3) is written by the
+//   native module right before the sendmmsg; both are CLOCK_REALTIME plus the served offset. With another
+//   WallClock (tests) both come from that clock, T2 when the batch is handled and T3 just before it is queued.
 // - Per-address token buckets (rate-limit.ts): over the limit a client gets one RATE kiss a second, then
 //   nothing. Undecodable datagrams and modes other than 3 get nothing: a reply would let a spoofed flood
 //   aim us at a third party (modes 6 and 7, the classic amplifiers, are not even parsed).
@@ -14,12 +17,12 @@ import { performance } from 'node:perf_hooks';
 import { Counter, Gauge } from 'prom-client';
 import type { Config } from '../../config/schema.ts';
 import { isMetalboxError } from '../../lib/errors.ts';
-import { parseIPv4 } from '../../lib/ipv4.ts';
+import { formatIPv4, parseIPv4 } from '../../lib/ipv4.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
-import { openUdpSocket, type Datagram, type UdpSocket } from '../../lib/udp-socket.ts';
-import { decodeNtp, encodeNtpInto, KISS, MODE, ntpAdd, ntpToUnixMs, type NtpPacket } from '../../protocols/ntp/index.ts';
+import { BATCH, BATCH_WORDS, openUdpBatchSocket, SEND_FLAGS, type DatagramBatch, type UdpBatchSocket } from '../../lib/udp-socket.ts';
+import { decodeNtp, encodeNtpInto, KISS, MODE, NTP_UNIX_OFFSET, ntpAdd, ntpToUnixMs, ZERO_TIMESTAMP, type NtpPacket, type NtpTimestamp } from '../../protocols/ntp/index.ts';
 import type { Service } from '../service.ts';
 import { HostClock, type WallClock } from './clock.ts';
 import { answer, kiss, replyHeader, servedTime, type ReplyHeader, type ServedTime } from './policy.ts';
@@ -31,6 +34,12 @@ import { UpstreamClient } from './upstream.ts';
 const REFRESH_MS = 1000;
 /** Largest reply: the 48-byte header (we add no extension fields or MAC). */
 const REPLY_BYTES = 48;
+/** Room per datagram in a batched read: a header, and extension fields or a MAC we ignore but must not cut. */
+const MAX_REQUEST_BYTES = 4096;
+const TWO32 = 4_294_967_296;
+/** What a queued reply was, to count it once the kernel has taken it. */
+const ANSWER = 0;
+const KOD = 1;
 
 export interface NtpServiceDeps {
   config: Pick<Config, 'interfaces' | 'ntp'>;
@@ -83,7 +92,7 @@ export interface NtpStatus {
   rateLimitedClients: number;
 }
 
-interface Listener { ifname: string; socket: UdpSocket }
+interface Listener { ifname: string; socket: UdpBatchSocket }
 
 export class NtpService implements Service {
   readonly name = 'ntp';
@@ -91,7 +100,7 @@ export class NtpService implements Service {
   private readonly clock: WallClock;
   private readonly monotonic: () => number;
   private readonly upstream: UpstreamClient;
-  private readonly limiter: RateLimiter;
+  private readonly limiter: RateLimiter<number>;
   private readonly log: LimitedLog;
   private readonly m: ReturnType<typeof createNtpMetrics>;
   private served!: ServedTime;
@@ -99,8 +108,20 @@ export class NtpService implements Service {
   /** The offset of the upstream last followed, served on in holdover. */
   private holdoverOffset = 0;
   private refreshTimer: NodeJS.Timeout | undefined;
-  /** One reply buffer: sendmsg copies it into the kernel before send() returns. */
+  /** One reply buffer: queue() copies it into the socket's send queue. */
   private readonly out = Buffer.alloc(REPLY_BYTES);
+  /**
+   * The answer to a plain 48-byte mode-3 request, encoded from the served header (refresh()): a request only adds
+   * its version, poll and transmit timestamp, and we the receive (and transmit) timestamps.
+   */
+  private readonly template = Buffer.alloc(REPLY_BYTES);
+  /** The host clock: kernel receive timestamps and a natively written transmit timestamp (see the top). */
+  private readonly hostClock: boolean;
+  /** Kind (ANSWER, KOD) of each reply queued in the current batch, by queue index. */
+  private pendingKind = new Uint8Array(1024);
+  private batchAnswered = 0;
+  private batchKisses = 0;
+
   private readonly counts = { answered: 0, kissRate: 0, rateDropped: 0, malformed: 0, ignored: 0 };
   private readonly addresses = new Map<string, number>();
 
@@ -112,7 +133,7 @@ export class NtpService implements Service {
       deps.logger.warn({ stepMs: ms }, 'the host clock was stepped: NTP samples discarded');
       this.upstream.clearSamples();
     });
-    this.limiter = new RateLimiter(ntp.rateLimit);
+    this.limiter = new RateLimiter<number>(ntp.rateLimit);
     this.upstream = new UpstreamClient({
       servers: ntp.upstream, pollSeconds: ntp.pollSeconds, clock: this.clock, logger: deps.logger, log: this.log,
       monotonic: this.monotonic, onChange: () => this.refresh(),
@@ -120,6 +141,7 @@ export class NtpService implements Service {
       ...(deps.burstIntervalSeconds !== undefined ? { burstIntervalSeconds: deps.burstIntervalSeconds } : {}),
     });
     this.m = createNtpMetrics(deps.metrics, this);
+    this.hostClock = this.clock instanceof HostClock;
     this.refresh();
   }
 
@@ -131,8 +153,12 @@ export class NtpService implements Service {
         // No SO_REUSEADDR: another NTP server on this host (chronyd, ntpd on 0.0.0.0:123) must fail our start.
         const listener: Listener = {
           ifname,
-          socket: openUdpSocket({ port: config.ntp.port, device: ifname, reuseAddress: false, receiveBufferSize: 4 * 1024 * 1024, readBatch: 256 }, (d) => this.onRequest(listener, d)),
+          socket: openUdpBatchSocket({
+            port: config.ntp.port, device: ifname, reuseAddress: false, receiveBufferSize: 4 * 1024 * 1024, readBatch: 256, maxDatagram: MAX_REQUEST_BYTES,
+            timestamps: this.hostClock, onSendFailure: (index, code) => this.sendFailed(ifname, index, code),
+          }, (b) => this.onBatch(listener, b)),
         };
+        listener.socket.setNtpOffset(this.served.offset);
         this.listeners.push(listener);
       }
     } catch (err) {
@@ -178,6 +204,9 @@ export class NtpService implements Service {
     }
     this.served = served;
     this.header = replyHeader(served);
+    // The fixed part of every answer: answer() with a version-4 client's zero poll and timestamps, patched per request.
+    encodeNtpInto(answer({ leap: 0, version: 4, mode: MODE.CLIENT, stratum: 0, poll: 0, precision: 0, rootDelay: 0, rootDispersion: 0, referenceId: 0, referenceTime: ZERO_TIMESTAMP, originTime: ZERO_TIMESTAMP, receiveTime: ZERO_TIMESTAMP, transmitTime: ZERO_TIMESTAMP, extensions: [] }, this.header, ZERO_TIMESTAMP)!, this.template);
+    for (const l of this.listeners) l.socket.setNtpOffset(served.offset);
   }
 
   status(): NtpStatus {
@@ -223,61 +252,126 @@ export class NtpService implements Service {
     };
   }
 
-  private onRequest(listener: Listener, d: Datagram): void {
-    // RFC 5905 §8: T2, as early as we can.
-    const receive = this.clock.now();
-    let req: NtpPacket;
-    try {
-      req = decodeNtp(d.data);
-    } catch (err) {
-      this.counts.malformed++;
-      this.m.requests.malformed.inc();
-      this.log('warn', `malformed:${listener.ifname}`, { ifname: listener.ifname, from: `${d.address}:${d.port}`, code: isMetalboxError(err) ? err.code : undefined, offset: (err as { details?: { offset?: number } }).details?.offset, bytes: d.data.length }, 'malformed NTP packet dropped');
-      return;
+  /** One wakeup's requests: each answered into the socket's send queue, which leaves in one sendmmsg after them. */
+  private onBatch(listener: Listener, b: DatagramBatch): void {
+    const { data, meta, count } = b;
+    // Without kernel timestamps (another WallClock), T2 is read once for the batch: as early as we can.
+    const batchReceive = this.hostClock ? undefined : this.clock.now();
+    for (let i = 0, r = 0; i < count; i++, r += BATCH_WORDS) {
+      const at = meta[r + BATCH.OFFSET]!;
+      let receive = batchReceive;
+      if (receive === undefined) {
+        const ns = meta[r + BATCH.TIME_NANOSECONDS]!;
+        const unix = meta[r + BATCH.TIME_SECONDS]!;
+        // RFC 5905 §8: T2, when the kernel took the datagram in (0, 0: no timestamp came, read the clock).
+        receive = unix === 0 && ns === 0 ? this.clock.now() : { seconds: (unix + NTP_UNIX_OFFSET) % TWO32, fraction: Math.floor(ns * 4.294967296) };
+      }
+      this.onRequest(listener, data, at, at + meta[r + BATCH.LENGTH]!, meta[r + BATCH.ADDRESS]!, meta[r + BATCH.PORT]!, meta[r + BATCH.INTERFACE_ADDRESS]!, receive);
     }
-    if (req.mode !== MODE.CLIENT) {
-      this.counts.ignored++;
-      this.m.requests.ignored.inc();
-      this.deps.logger.debug({ ifname: listener.ifname, from: `${d.address}:${d.port}`, mode: req.mode }, 'ntp packet that is not a client request ignored');
-      return;
+    if (listener.socket.queued > 0) this.flush(listener);
+  }
+
+  private onRequest(listener: Listener, data: Buffer, start: number, end: number, address: number, port: number, interfaceAddress: number, receive: NtpTimestamp): void {
+    const length = end - start;
+    const b0 = data[start]!;
+    const version = (b0 >> 3) & 7;
+    // The common request, a bare 48-byte client packet (decodeNtp would accept it as it is): answered from the template.
+    const plain = length === REPLY_BYTES && (b0 & 7) === MODE.CLIENT && version >= 1 && version <= 4;
+    let req: NtpPacket | undefined;
+    if (!plain) {
+      try {
+        req = decodeNtp(data.subarray(start, end));
+      } catch (err) {
+        this.counts.malformed++;
+        this.m.requests.malformed.inc();
+        this.log('warn', `malformed:${listener.ifname}`, { ifname: listener.ifname, from: `${formatIPv4(address)}:${port}`, code: isMetalboxError(err) ? err.code : undefined, offset: (err as { details?: { offset?: number } }).details?.offset, bytes: length }, 'malformed NTP packet dropped');
+        return;
+      }
+      if (req.mode !== MODE.CLIENT) {
+        this.counts.ignored++;
+        this.m.requests.ignored.inc();
+        this.deps.logger.debug({ ifname: listener.ifname, from: `${formatIPv4(address)}:${port}`, mode: req.mode }, 'ntp packet that is not a client request ignored');
+        return;
+      }
     }
-    const verdict = this.limiter.take(d.address, this.monotonic());
-    let reply: NtpPacket | undefined;
+    const verdict = this.limiter.take(address, this.monotonic());
+    const out = this.out;
     if (verdict === 'answer') {
-      reply = answer(req, this.header, this.served.offset === 0 ? receive : ntpAdd(receive, this.served.offset));
+      const t2 = this.served.offset === 0 ? receive : ntpAdd(receive, this.served.offset);
+      if (plain) {
+        // answer(): the served header, the request's version and poll, origin = its transmit timestamp bit for bit.
+        this.template.copy(out);
+        out[0] = (this.header.leap << 6) | (version << 3) | MODE.SERVER;
+        out[2] = data[start + 2]!;
+        data.copy(out, 24, start + 40, start + 48);
+      } else {
+        encodeNtpInto(answer(req!, this.header, t2)!, out);
+      }
+      out.writeUInt32BE(t2.seconds, 32);
+      out.writeUInt32BE(t2.fraction, 36);
+      let flags = 0;
+      if (this.hostClock) {
+        flags = SEND_FLAGS.NTP_TRANSMIT;
+      } else {
+        // T3, as late as we can: straight into the encoded reply.
+        const t3 = this.served.offset === 0 ? this.clock.now() : ntpAdd(this.clock.now(), this.served.offset);
+        out.writeUInt32BE(t3.seconds, 40);
+        out.writeUInt32BE(t3.fraction, 44);
+      }
+      this.pendingKind[this.queue(listener, interfaceAddress, address, port, flags)] = ANSWER;
+      this.batchAnswered++;
     } else if (verdict === 'kod') {
-      reply = kiss(req, KISS.RATE);
+      encodeNtpInto(kiss(req ?? decodeNtp(data.subarray(start, end)), KISS.RATE), out);
+      this.pendingKind[this.queue(listener, interfaceAddress, address, port, 0)] = KOD;
+      this.batchKisses++;
     } else {
       this.counts.rateDropped++;
       this.m.requests.rateDropped.inc();
-      return;
     }
-    if (!reply) return;
-    const n = encodeNtpInto(reply, this.out);
-    if (verdict === 'answer') {
-      // T3, as late as we can: straight into the encoded reply.
-      const t3 = this.served.offset === 0 ? this.clock.now() : ntpAdd(this.clock.now(), this.served.offset);
-      this.out.writeUInt32BE(t3.seconds, 40);
-      this.out.writeUInt32BE(t3.fraction, 44);
+  }
+
+  /** Queues this.out (a 48-byte reply: we send no extension fields) from the address the request came to. */
+  private queue(listener: Listener, source: number, address: number, port: number, flags: number): number {
+    const index = listener.socket.queue(this.out, address, port, source, 0, flags);
+    if (index >= this.pendingKind.length) {
+      const grown = new Uint8Array(this.pendingKind.length * 2);
+      grown.set(this.pendingKind);
+      this.pendingKind = grown;
     }
-    let sent: boolean;
-    try {
-      sent = listener.socket.send(n === REPLY_BYTES ? this.out : this.out.subarray(0, n), d.address, d.port, { sourceAddress: d.interfaceAddress });
-    } catch (err) {
-      this.log('warn', `send:${listener.ifname}`, { ifname: listener.ifname, to: `${d.address}:${d.port}`, code: isMetalboxError(err) ? err.code : undefined }, 'ntp reply not sent');
-      return;
-    }
-    if (!sent) {
+    return index;
+  }
+
+  /** A queued reply the kernel did not take: not counted as answered (a full queue is counted, not logged). */
+  private sendFailed(ifname: string, index: number, code: string): void {
+    if (this.pendingKind[index] === KOD) this.batchKisses--;
+    else this.batchAnswered--;
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'ENOBUFS') {
       this.m.sendDropped.inc();
       return;
     }
-    if (verdict === 'answer') {
-      this.counts.answered++;
-      this.m.requests.answered.inc();
-    } else {
-      this.counts.kissRate++;
-      this.m.requests.kissRate.inc();
+    this.log('warn', `send:${ifname}`, { ifname, code: 'SOCKET_SEND_FAILED', errno: code }, 'ntp reply not sent');
+  }
+
+  /** Sends the batch's replies and counts those the kernel took. */
+  private flush(listener: Listener): void {
+    try {
+      listener.socket.flush();
+    } catch (err) {
+      // Closed meanwhile: nothing was sent.
+      this.batchAnswered = 0;
+      this.batchKisses = 0;
+      this.log('warn', `send:${listener.ifname}`, { ifname: listener.ifname, code: isMetalboxError(err) ? err.code : undefined }, 'ntp reply not sent');
     }
+    if (this.batchAnswered > 0) {
+      this.counts.answered += this.batchAnswered;
+      this.m.requests.answered.inc(this.batchAnswered);
+    }
+    if (this.batchKisses > 0) {
+      this.counts.kissRate += this.batchKisses;
+      this.m.requests.kissRate.inc(this.batchKisses);
+    }
+    this.batchAnswered = 0;
+    this.batchKisses = 0;
   }
 
   private addressNumber(address: string): number | undefined {
