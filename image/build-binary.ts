@@ -18,6 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type Plugin } from 'esbuild';
 import { addonAssetKey, devAddonPath, type AddonName } from '../src/lib/addon.ts';
+import { ensureConsole } from './build-console.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BUILD_DIR = path.join(ROOT, 'dist', '.build');
@@ -55,7 +56,7 @@ export async function buildBinary(options: BuildOptions = {}): Promise<BuildResu
   await bundleMain(entry, bundle, options.minify ?? false);
   log(`bundle   ${rel(bundle)} ${mb(size(bundle))}`);
 
-  const assets = collectAssets();
+  const assets = collectAssets(await ensureConsole(log));
   const blob = path.join(BUILD_DIR, 'metalbox.blob');
   const seaConfig = path.join(BUILD_DIR, 'sea-config.json');
   fs.writeFileSync(seaConfig, `${JSON.stringify({
@@ -209,14 +210,16 @@ function nodeGypBuildShim(): Plugin {
   };
 }
 
-/** SEA assets: key -> absolute file. Later issues add console files and iPXE scripts here. */
-function collectAssets(): Record<string, string> {
+/** SEA assets: key -> absolute file: the native addons, and the web console (`console/<file>`, read by src/api/routes/console.ts). */
+function collectAssets(consoleDir: string): Record<string, string> {
   const addons: Record<AddonName, string> = {
     metalbox_native: devAddonPath('metalbox_native'),
     classic_level: classicLevelPrebuild(),
   };
   const assets: Record<string, string> = {};
   for (const [name, file] of Object.entries(addons) as [AddonName, string][]) assets[addonAssetKey(name)] = file;
+  // manifest.json lists the set (and each file's sha256): the binary serves exactly these files.
+  for (const file of fs.readdirSync(consoleDir)) assets[`console/${file}`] = path.join(consoleDir, file);
   return assets;
 }
 

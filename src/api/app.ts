@@ -18,6 +18,8 @@ import { eventRoutes } from './routes/events.ts';
 import { resourceRoutes, type ResourcesApiDeps } from './routes/resources.ts';
 import { ntpRoutes, type NtpStatusSource } from './routes/ntp.ts';
 import { openApiPlugin } from './openapi.ts';
+import { defaultConsoleSource, registerConsole, type ConsoleSource } from './routes/console.ts';
+import { overviewRoutes } from './routes/overview.ts';
 import type { AuthCore } from '../core/auth.ts';
 
 export interface AppDeps {
@@ -44,6 +46,11 @@ export interface AppDeps {
   resources?: ResourcesApiDeps;
   /** The NTP service (GET /api/v1/ntp, viewer): registered when given (needs `auth`). */
   ntp?: NtpStatusSource;
+  /**
+   * The web console (src/api/routes/console.ts): by default the files embedded in the binary, or dist/console
+   * built on demand when run from source (loaded at the first console request, not here); false: none.
+   */
+  console?: ConsoleSource | false;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -63,6 +70,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   registerErrorHandling(app);
+  // The console answers only GET/HEAD requests no route matched, for its own paths (see routes/console.ts).
+  if (deps.console !== false) registerConsole(app, deps.console ?? defaultConsoleSource());
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode) });
@@ -83,6 +92,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.machines) {
     await app.register(machineRoutes(deps.machines));
     await app.register(eventRoutes(deps.machines));
+    await app.register(overviewRoutes({ registry: deps.machines.registry, store: deps.machines.store, metrics: deps.metrics, readiness: deps.readiness }));
   }
   if (deps.resources) await app.register(resourceRoutes(deps.resources, deps));
   if (deps.auth && deps.ntp) await app.register(ntpRoutes(deps.ntp));
