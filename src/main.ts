@@ -67,6 +67,9 @@ usage: metalbox <command> [options]
       | power REF on|off|soft-off|cycle|reset|status | bootdev REF pxe|disk [--persistent] [--efi]
       | confirm REF on|off | probe REF|--driver redfish --address ADDR   [--config FILE]
                                               BMCs and power control (metalbox bmc help: all options)
+  setup [--config FILE] | setup --non-interactive --interface IF --address A.B.C.D/LEN [...]
+                                              the appliance's setup: provisioning NIC, DHCP range, DNS, NTP,
+                                              admin (asks on the terminal; metalbox setup --help: all options)
   lab up [--machines N] | lab status | lab down [--purge]
                                               a virtual rack: QEMU machines behind ipmi_sim BMCs (root; metalbox lab help)
   users create NAME --role admin|operator|viewer | --admin [--password-file FILE|-] | users list
@@ -89,6 +92,16 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (argv[0] === 'lab') {
     const self = isSingleBinary() ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1]!];
     return (await import('./cli/lab.ts')).runLab(argv.slice(1), env, io, self);
+  }
+  // The appliance's setup wizard (first boot on the serial console, or run again to change the answers).
+  if (argv[0] === 'setup') {
+    try {
+      return await (await import('./cli/setup.ts')).runSetup(argv.slice(1), { io, env, stdin: process.stdin, stdout: process.stdout });
+    } catch (err) {
+      if (!isMetalboxError(err)) throw err;
+      io.err(`metalbox: ${err.code}: ${err.message}\n`);
+      return err.code === 'CLI_USAGE' || err.code === 'CONFIG_INVALID' || err.code === 'CONFIG_UNREADABLE' ? 2 : 1;
+    }
   }
   // API commands (machines, events, tokens, login, ...) have their own flags and talk HTTPS to a metalbox.
   if ((REMOTE_COMMANDS as readonly string[]).includes(argv[0] ?? '') || wantsRemote(argv, env)) {

@@ -22,12 +22,12 @@
 #   key=<cache key>  image=<compressed disk image>  compression=gzip|zstd|xz|none  raw_bytes=<N>
 #   kernel=<vmlinuz>  initrd=<initrd.img>  (the image's own kernel and initrd, for `metalbox images add`)
 set -euo pipefail
-export LC_ALL=C
-export PATH="$PATH:/usr/sbin:/sbin"
-umask 022
-
+MB_NAME=deploy-test
+# The shared preamble: strict shell, die/log, the cache lock, debootstrap + apt, GRUB written into the image.
+# shellcheck source=../lib/common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
+REPO="$MB_REPO"
 
 usage() {
   cat <<EOF
@@ -58,9 +58,6 @@ CACHE="$REPO/.cache/deploy-test"
 USE_CACHE=1
 PRINT_KEY=0
 OUTDIR=""
-
-die() { echo "build.sh: $*" >&2; exit 1; }
-log() { echo "deploy-test: $*" >&2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -105,20 +102,16 @@ fi
 [ -f /usr/lib/grub/i386-pc/boot.img ] || die "/usr/lib/grub/i386-pc is missing (package grub-pc-bin)"
 [ "$COMPRESS" = none ] || command -v "${COMPRESSOR[0]}" >/dev/null || die "${COMPRESSOR[0]} is missing"
 
-mkdir -p "$CACHE"
-CACHE="$(cd "$CACHE" && pwd)"
+CACHE="$(mb_cache_init "$CACHE")"
 
 # --- the cache key: every input ------------------------------------------------------------------------
 # debootstrap takes the newest packages the mirror has; the key follows the candidates apt knows for the main
 # ones (the host's lists, refreshed by apt-get update), so a point release makes a new image.
-versions() {
-  apt-cache policy "${MAIN_PACKAGES[@]}" 2>/dev/null |
-    awk '/^[^ ].*:$/ { pkg = substr($0, 1, length($0) - 1) } $1 == "Candidate:" { print pkg, $2 }'
-}
-VERSIONS="$(versions)"
+VERSIONS="$(mb_apt_candidates "${MAIN_PACKAGES[@]}")"
 KEY="$({
   echo "metalbox-deploy-test 1"
-  echo "build.sh $(sha256sum "$HERE/build.sh" | cut -d' ' -f1)"
+  echo "build.sh $(mb_hash_file "$HERE/build.sh")"
+  echo "common.sh $(mb_hash_file "$MB_LIB/common.sh")"
   echo "mirror $MIRROR $SUITE"
   echo "packages $BASE_PACKAGES ${PACKAGES[*]}"
   echo "$VERSIONS"
@@ -153,22 +146,16 @@ report() {
 }
 if cached; then report cached; finish; exit 0; fi
 
-exec 9>"$CACHE/.lock-$KEY"
-flock 9
+# One builder per key; what a killed builder of this key left (its chroot mounts first) is removed.
+mb_cache_lock "$CACHE" "$KEY"
 if cached; then report "cached (built meanwhile)"; finish; exit 0; fi
 
-START=$(date +%s.%N)
-# Left by a builder of this key that was killed (we hold its lock): its chroot mounts first.
-for old in "$CACHE/.build-$KEY".*; do
-  [ -d "$old" ] || continue
-  awk -v p="$old/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$old"
-done
+START=$(mb_now)
 WORK="$(mktemp -d "$CACHE/.build-$KEY.XXXXXX")"
 ROOT="$WORK/root"
 cleanup() {
   set +e
-  awk -v p="$WORK/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+  mb_umount_under "$WORK"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -177,21 +164,10 @@ trap cleanup EXIT
 DEBS="$CACHE/debs"
 mkdir -p "$DEBS"
 log "debootstrap $SUITE from $MIRROR (variant minbase), then apt-get install ${PACKAGES[*]}"
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+in_root() { mb_in_root "$ROOT" "$@"; }
 # The package cache is shared by every key; one build at a time uses it.
-exec 8>"$DEBS/.lock"
-flock 8
-DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --merged-usr --components=main \
-  --cache-dir="$DEBS" --include="$BASE_PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-  tail -n 30 "$WORK/debootstrap.log" >&2
-  [ ! -f "$ROOT/debootstrap/debootstrap.log" ] || grep -v '^\(I\|W\): ' "$ROOT/debootstrap/debootstrap.log" | tail -n 40 >&2
-  die "debootstrap failed (log above)"
-}
-mount -t proc proc "$ROOT/proc"
-mount -t sysfs sysfs "$ROOT/sys"
-mount --bind /dev "$ROOT/dev"
-mkdir -p "$DEBS/apt/partial"
-mount --bind "$DEBS/apt" "$ROOT/var/cache/apt/archives"
+mb_debs_lock "$DEBS"
+mb_debootstrap "$ROOT" "$SUITE" "$MIRROR" "$DEBS" "$BASE_PACKAGES" "$WORK"
 # Point releases' and security updates, as the build machine's own apt gets them (its candidates are the cache
 # key): SUITE-updates from the mirror, SUITE-security from the mirror's debian-security sibling when it has one.
 {
@@ -202,19 +178,14 @@ mount --bind "$DEBS/apt" "$ROOT/var/cache/apt/archives"
 # grub-pc must not ask which disk to install to (there is none here: this script installs the boot code).
 printf '%s\n' 'grub-pc grub-pc/install_devices multiselect' 'grub-pc grub-pc/install_devices_empty boolean true' |
   in_root debconf-set-selections
-{
-  in_root apt-get -o APT::Sandbox::User=root -qq update &&
-  in_root apt-get -o APT::Sandbox::User=root -y -qq --no-install-recommends install "${PACKAGES[@]}"
-} >"$WORK/apt.log" 2>&1 || { tail -n 40 "$WORK/apt.log" >&2; die "apt-get install in the root failed (log above)"; }
+mb_apt_install "$ROOT" "$WORK" "${PACKAGES[@]}"
 umount "$ROOT/var/cache/apt/archives"
-exec 8>&-
-T_DEBOOTSTRAP=$(date +%s.%N)
+mb_debs_unlock
+T_DEBOOTSTRAP=$(mb_now)
 
-KVER="$(find "$ROOT/usr/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n1)"
-[ -f "$ROOT/boot/vmlinuz-$KVER" ] || die "no kernel in the root (boot/vmlinuz-$KVER)"
+KVER="$(mb_kver "$ROOT")"
 # Fixed ids from the key: the same inputs give the same file systems (and grub.cfg).
-uuid_of() { local h; h="$(printf '%s %s' "$KEY" "$1" | sha256sum)"; echo "${h:0:8}-${h:8:4}-4${h:13:3}-a${h:17:3}-${h:20:12}"; }
-ROOT_UUID="$(uuid_of root)"
+ROOT_UUID="$(mb_uuid "$KEY" root)"
 ESP_ID="$(printf '%s esp' "$KEY" | sha256sum | cut -c1-8)"
 CMDLINE="console=tty0 console=ttyS0,115200n8"
 
@@ -282,39 +253,21 @@ in_root update-initramfs -u -k "$KVER" >"$WORK/initramfs.log" 2>&1 || { cat "$WO
 : >"$ROOT/etc/machine-id"
 rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
 # Size: documentation, man pages, translations, package lists and caches (dpkg leaves docs out from now on).
-cat >"$ROOT/etc/dpkg/dpkg.cfg.d/90-metalbox-nodoc" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-path-include /usr/share/locale/locale.alias
-EOF
-find "$ROOT/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
-rm -rf "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin \
-  "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/log/* "$ROOT"/tmp/*
-find "$ROOT/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} + 2>/dev/null || true
+mb_slim_root "$ROOT"
 # Python byte code is made again on first use; it is a fifth of cloud-init's size.
 find "$ROOT/usr/lib/python3" -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
 INSTALLED="$(in_root dpkg-query -W -f '${Package} ${Version}\n' "${MAIN_PACKAGES[@]}" 'linux-image-[0-9]*' 2>/dev/null || true)"
 umount "$ROOT/dev" "$ROOT/sys" "$ROOT/proc"
-T_CONFIG=$(date +%s.%N)
+T_CONFIG=$(mb_now)
 
 # --- the disk ----------------------------------------------------------------------------------------------
-# Everything is written into the image file itself: no loop device, no mount. (grub-install would need the
-# root mounted from a loop partition, and GRUB 2.06 finds a partition's start with HDIO_GETGEO, which loop
-# devices do not answer on every kernel: "cannot find a GRUB drive for /dev/loop0p3".)
-MiB=$((1024 * 1024))
+# Everything is written into the image file itself: no loop device, no mount (image/lib/common.sh says why).
+MiB=$MB_MiB
 # GRUB's modules where its core image looks for them (prefix /boot/grub), for both platforms: the embedded
 # config loads `normal`, which reads /boot/grub/grub.cfg; update-grub on the deployed system may insmod more.
-mkdir -p "$ROOT/boot/grub/i386-pc"
-cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst "$ROOT/boot/grub/i386-pc/"
-if [ "$UEFI" = 1 ]; then
-  mkdir -p "$ROOT/boot/grub/x86_64-efi"
-  cp /usr/lib/grub/x86_64-efi/*.mod /usr/lib/grub/x86_64-efi/*.lst "$ROOT/boot/grub/x86_64-efi/"
-fi
+if [ "$UEFI" = 1 ]; then mb_grub_modules "$ROOT" uefi; else mb_grub_modules "$ROOT"; fi
 USED=$(du -s --block-size=1 --apparent-size "$ROOT" | cut -f1)
 # Room for the journal, inode tables and first-boot writes; growpart takes the root to the whole disk.
 ROOT_MIB=$(( (USED * 13 / 10 / MiB + 160 + 63) / 64 * 64 ))
@@ -337,59 +290,23 @@ ROOT_PART=2
 mkfs.ext4 -q -F -L root -U "$ROOT_UUID" -E "offset=$((ROOT_START_MIB * MiB)),hash_seed=$ROOT_UUID" -d "$ROOT" "$DISK" "$((ROOT_MIB * 1024))k"
 ROOT_USED=$USED
 
-# GRUB's core finds the root by its UUID (not by a partition number) and reads the same grub.cfg on both platforms.
-# shellcheck disable=SC2016 # $root is GRUB's variable
-printf 'search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)/boot/grub\n' "$ROOT_UUID" >"$WORK/early.cfg"
-GRUB_MODULES="part_gpt part_msdos ext2 search search_fs_uuid configfile normal linux echo test serial terminal terminfo gzio sleep reboot halt loadenv"
-
-# BIOS, what grub-bios-setup does for a GPT disk with a BIOS boot partition (include/grub/i386/pc/boot.h,
-# util/setup.c): core.img into the partition; its first sector (diskboot.img) ends with a block list naming
-# the rest of it (start LBA, sector count; the load segment is preset); boot.img's code into the MBR in front
-# of the protective MBR's disk signature and partition table (0x1b8), with the LBA of core.img at 0x5c, boot
-# drive 0xff (the one the BIOS booted from) at 0x64, and the drive check at 0x66 replaced by two NOPs, as
-# grub-bios-setup does for any hard disk (BIOSes that pass a wrong drive number).
-le() {  # VALUE BYTES -> little-endian bytes on stdout
-  local v=$1 n=$2 i out=''
-  for ((i = 0; i < n; i++)); do out+="$(printf '\\x%02x' $(((v >> (8 * i)) & 255)))"; done
-  printf '%b' "$out"
-}
-poke() { dd of="$DISK" bs=1 seek="$1" conv=notrunc status=none; }  # OFFSET; the bytes on stdin
-# shellcheck disable=SC2086 # the module list is words
-grub-mkimage -O i386-pc -o "$WORK/core.img" -c "$WORK/early.cfg" -p /boot/grub -d /usr/lib/grub/i386-pc biosdisk $GRUB_MODULES
-CORE_LBA=2048
-CORE_SECTORS=$(( ($(stat -c %s "$WORK/core.img") + 511) / 512 ))
-[ "$CORE_SECTORS" -le 2048 ] || die "core.img ($CORE_SECTORS sectors) does not fit the 1 MiB BIOS boot partition"
-dd if="$WORK/core.img" of="$DISK" bs=512 seek="$CORE_LBA" conv=notrunc status=none
-le $((CORE_LBA + 1)) 8 | poke $((CORE_LBA * 512 + 0x1f4))
-le $((CORE_SECTORS - 1)) 2 | poke $((CORE_LBA * 512 + 0x1fc))
-dd if=/usr/lib/grub/i386-pc/boot.img of="$DISK" bs=1 count=$((0x1b8)) conv=notrunc status=none
-le "$CORE_LBA" 8 | poke $((0x5c))
-printf '\377' | poke $((0x64))
-printf '\220\220' | poke $((0x66))
-
-if [ "$UEFI" = 1 ]; then
-  # GRUB as the removable-media boot file: firmware without NVRAM entries for this disk boots it (UEFI 2.x
-  # §3.5.1.1). FAT in the ESP with mtools, at its offset in the image.
-  # shellcheck disable=SC2086
-  grub-mkimage -O x86_64-efi -o "$WORK/BOOTX64.EFI" -c "$WORK/early.cfg" -p /boot/grub -d /usr/lib/grub/x86_64-efi \
-    $GRUB_MODULES efi_gop efi_uga all_video
-  mkfs.fat -F 16 -n ESP -i "$ESP_ID" --offset=$((2 * 2048)) "$DISK" $((ESP_MIB * 1024)) >"$WORK/mkfs.fat.log" 2>&1 ||
-    { cat "$WORK/mkfs.fat.log" >&2; die "mkfs.fat failed"; }
-  export MTOOLS_SKIP_CHECK=1
-  mmd -i "$DISK@@$((2 * MiB))" ::/EFI ::/EFI/BOOT
-  mcopy -i "$DISK@@$((2 * MiB))" "$WORK/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
-fi
-T_DISK=$(date +%s.%N)
+# GRUB's core finds the root by its UUID (not by a partition number) and reads the same grub.cfg on both
+# platforms. BIOS: core.img in the BIOS boot partition, boot.img's code in the MBR, as grub-bios-setup writes
+# them; UEFI: GRUB as EFI/BOOT/BOOTX64.EFI in the ESP (image/lib/common.sh).
+mb_grub_early_cfg "$WORK/early.cfg" "$ROOT_UUID"
+mb_grub_bios "$DISK" "$WORK/early.cfg" "$WORK"
+[ "$UEFI" = 0 ] || mb_grub_esp "$DISK" "$WORK/early.cfg" "$WORK" 2 "$ESP_MIB" "$ESP_ID"
+T_DISK=$(mb_now)
 
 OUT="$WORK/out"
 mkdir -p "$OUT"
 "${COMPRESSOR[@]}" "$DISK" >"$OUT/$IMAGE_NAME"
 cp "$ROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 cp "$ROOT/boot/initrd.img-$KVER" "$OUT/initrd.img"
-END=$(date +%s.%N)
+END=$(mb_now)
 
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-filehash() { sha256sum "$1" | cut -d' ' -f1; }
+secs() { mb_secs "$@"; }
+filehash() { mb_hash_file "$1"; }
 {
   echo "key=$KEY"
   echo "suite=$SUITE"

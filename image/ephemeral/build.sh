@@ -11,12 +11,12 @@
 # Output: progress and figures on stderr; on stdout three lines a caller can parse:
 #   key=<cache key>  kernel=<path>  initrd=<path>
 set -euo pipefail
-export LC_ALL=C
-export PATH="$PATH:/usr/sbin:/sbin"  # depmod and modprobe, also for a user without sbin in PATH
-umask 022
-
+MB_NAME=ephemeral
+# The shared preamble: strict shell (PATH with sbin: depmod and modprobe), die/log, the cache lock, apt candidates.
+# shellcheck source=../lib/common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
+REPO="$MB_REPO"
 
 usage() {
   cat <<EOF
@@ -66,9 +66,6 @@ USE_CACHE=1
 PRINT_KEY=0
 OUTDIR=""
 EPOCH="${SOURCE_DATE_EPOCH:-1704067200}"
-
-die() { echo "build.sh: $*" >&2; exit 1; }
-log() { echo "ephemeral: $*" >&2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -125,8 +122,7 @@ for tool in apt-get apt-cache dpkg-deb modprobe depmod cpio gzip sha256sum flock
   command -v "$tool" >/dev/null || die "$tool is missing (packages: apt, dpkg, kmod, cpio, gzip, coreutils, util-linux)"
 done
 
-mkdir -p "$CACHE"
-CACHE="$(cd "$CACHE" && pwd)"
+CACHE="$(mb_cache_init "$CACHE")"
 
 # --- apt: the configured sources, or a private state for --mirror --------------------------------------
 APT=()
@@ -148,8 +144,7 @@ fi
 
 # Each apt-cache call reads every package list (Debian's images keep no binary cache): ask twice only.
 policy() {  # PKG... -> "PKG CANDIDATE" lines
-  apt-cache "${APT[@]}" policy "$@" 2>/dev/null |
-    awk '/^[^ ].*:$/ { pkg = substr($0, 1, length($0) - 1) } $1 == "Candidate:" && $2 != "(none)" { print pkg, $2 }'
+  mb_apt_candidates "${APT[@]}" -- "$@"
 }
 candidates() {
   local c
@@ -176,10 +171,11 @@ else KERNEL_VERSION="$(policy "$KERNEL_PKG" | awk '{ print $2 }')"; fi
 KVER="${KERNEL_PKG#linux-image-}"
 
 # --- the cache key: every input ------------------------------------------------------------------------
-filehash() { sha256sum "$1" | cut -d' ' -f1; }
+filehash() { mb_hash_file "$1"; }
 KEY="$({
   echo "metalbox-ephemeral 1"
   for f in build.sh init udhcpc.script; do echo "$f $(filehash "$HERE/$f")"; done
+  echo "common.sh $(filehash "$MB_LIB/common.sh")"
   echo "kernel $KERNEL_PKG $KERNEL_VERSION"
   echo "busybox-static $BUSYBOX_VERSION"
   echo "modules $MODULES"
@@ -211,12 +207,11 @@ if cached; then report cached; finish; exit 0; fi
 
 # One builder per key at a time; whoever waited finds the result of the one before. (Builds of other keys,
 # say with another hook, run beside it; they share only the package downloads, which have their own lock.)
-exec 9>"$CACHE/.lock-$KEY"
-flock 9
+# (mb_cache_lock also removes what a killed builder of this key left.)
+mb_cache_lock "$CACHE" "$KEY"
 if cached; then report "cached (built meanwhile)"; finish; exit 0; fi
 
-START=$(date +%s.%N)
-rm -rf "$CACHE/.build-$KEY".*  # left by a builder of this key that was killed (we hold its lock)
+START=$(mb_now)
 WORK="$(mktemp -d "$CACHE/.build-$KEY.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -315,8 +310,8 @@ mkdir -p "$OUT"
 (cd "$STAGE" && find . -mindepth 1 -printf '%P\n' | sort | cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$OUT/initrd.img"
 cp "$WORK/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 
-END=$(date +%s.%N)
-SECS="$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }')"
+END=$(mb_now)
+SECS="$(mb_secs "$START" "$END")"
 size() { stat -c %s "$1"; }
 {
   echo "key=$KEY"
