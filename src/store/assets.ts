@@ -57,7 +57,7 @@ export interface BootImage extends ImageRecord {
 }
 
 export type AssetSource =
-  | { kind: 'file'; path: string; sha256?: string }
+  | { kind: 'file'; path: string; sha256?: string; /** recorded as the source instead of the path (an upload's name) */ label?: string }
   | { kind: 'url'; url: string; sha256?: string };
 
 export interface AssetProgress {
@@ -295,7 +295,7 @@ export class AssetStore {
     const stalled = () => new MetalboxError('ASSET_FETCH_FAILED', `${redactSource(source)}: no data for ${stallMs / 1000} s`);
     let opened: OpenedSource;
     try {
-      opened = source.kind === 'file' ? await openFile(source.path, options.maxBytes) : await openUrl(source.url, options, signal);
+      opened = source.kind === 'file' ? await openFile(source.path, options.maxBytes, source.label) : await openUrl(source.url, options, signal);
     } catch (err) {
       clearTimeout(stallTimer);
       throw stall.signal.aborted ? stalled() : err;
@@ -369,7 +369,7 @@ export class AssetStore {
 
 interface OpenedSource { stream: Readable | AsyncIterable<Uint8Array> & { destroy(): void }; total: number | undefined; label: string }
 
-async function openFile(path: string, maxBytes: number): Promise<OpenedSource> {
+async function openFile(path: string, maxBytes: number, label: string = path): Promise<OpenedSource> {
   if (!isAbsolute(path)) throw new TypeError(`openFile: not an absolute path: ${path}`);
   let fh: FileHandle | undefined;
   try {
@@ -378,7 +378,7 @@ async function openFile(path: string, maxBytes: number): Promise<OpenedSource> {
     if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
     if (st.size > maxBytes) throw tooLarge(path, maxBytes);
     const stream = createReadStream('', { fd: fh, highWaterMark: READ_CHUNK });
-    return { stream, total: st.size, label: path };
+    return { stream, total: st.size, label };
   } catch (err) {
     await fh?.close().catch(() => undefined);
     if (err instanceof MetalboxError) throw err;

@@ -4,7 +4,8 @@
 // Covers: login (a wrong password refused, then the admin); the dashboard; the machine list with 10,000
 // machines (first render time measured and printed, virtual scrolling to the middle and the end, keyboard
 // navigation); a machine changing state live while its page is open; a power action and the deploy form
-// round-tripping to the server; an API refusal shown at its field; no Content-Security-Policy violation;
+// round-tripping to the server; an API refusal shown at its field; an image added from uploaded files with a
+// progress bar per file; no Content-Security-Policy violation;
 // a screenshot of each main page in test-artifacts/console/.
 import t from 'tap';
 import type { Page } from 'playwright-core';
@@ -209,6 +210,32 @@ t.test('the other pages render (screenshots)', async (t) => {
   await page.getByRole('button', { name: 'Add record' }).click();
   await page.locator('.field-error[data-field="value"]').waitFor();
   t.pass('the DNS value refusal is at the Value field');
+});
+
+t.test('images: a file upload with a progress bar per file, then the image in the list', async (t) => {
+  await page.goto(`${app.url}/images`);
+  const form = page.getByRole('form', { name: 'Add an image from files' });
+  await form.getByLabel('Image name').fill('uploaded-e2e');
+  const kernel = Buffer.alloc(200_000, 1);
+  await form.getByLabel('Kernel file', { exact: true }).setInputFiles({ name: 'vmlinuz', mimeType: 'application/octet-stream', buffer: kernel });
+  await form.getByLabel('Initrd file', { exact: true }).setInputFiles({ name: 'initrd.img', mimeType: 'application/octet-stream', buffer: Buffer.from('initrd') });
+  await form.getByRole('button', { name: 'Upload and add' }).click();
+  const bar = form.getByRole('progressbar', { name: 'Uploading kernel file' });
+  await bar.waitFor();
+  await form.getByRole('progressbar', { name: 'Uploading initrd file' }).waitFor();
+  t.equal(await bar.getAttribute('max'), String(kernel.length), 'the bar knows the size');
+  await page.getByRole('row').filter({ hasText: 'uploaded-e2e' }).filter({ hasText: 'upload:vmlinuz' }).waitFor();
+  t.equal(await bar.getAttribute('value'), String(kernel.length), 'and ends full');
+  const image = await app.assets.get('uploaded-e2e');
+  t.equal(image?.files.kernel.size, kernel.length, 'registered on the server');
+  await shot('images-upload');
+
+  // A refusal of the registration lands at its field: the name is taken now.
+  await form.getByLabel('Kernel file', { exact: true }).setInputFiles({ name: 'vmlinuz', mimeType: 'application/octet-stream', buffer: Buffer.from('k') });
+  await form.getByLabel('Initrd file', { exact: true }).setInputFiles({ name: 'initrd.img', mimeType: 'application/octet-stream', buffer: Buffer.from('i') });
+  await form.getByRole('button', { name: 'Upload and add' }).click();
+  await form.locator('.field-error[data-field="name"]').waitFor();
+  t.pass('IMAGE_EXISTS is shown at the name field');
 });
 
 t.test('no CSP violation and no script error on any page', async (t) => {

@@ -36,6 +36,8 @@ export interface ConsoleApp {
   store: Store;
   registry: MachineRegistry;
   bmc: BmcService;
+  /** The boot asset store (images added through the console land here). */
+  assets: AssetStore;
   /** Machines made for the test to drive, by role: `live` (New), `deploy` (Ready), `power` (Ready, manual BMC). */
   targets: Record<'live' | 'deploy' | 'power', Machine>;
   stop(): Promise<void>;
@@ -138,7 +140,7 @@ export async function startConsoleApp(options: { machines: number }): Promise<Co
   await web.start();
   const url = `https://127.0.0.1:${web.httpsAddress()!.port}`;
   return {
-    url, store, registry, bmc, targets,
+    url, store, registry, bmc, assets, targets,
     async stop() {
       await web.stop();
       await bmc.stop();

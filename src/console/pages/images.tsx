@@ -1,9 +1,9 @@
 // Boot images: the registered ones with their files, and adding one from URLs (a download job on the
-// server; its progress is polled and shown as a bar per file).
+// server; its progress is polled and shown as a bar per file) or from files on this computer (each uploaded
+// with a progress bar to POST /api/v1/uploads, then registered by upload id like a URL).
 import { useEffect, useState } from 'preact/hooks';
-import type { ApiError} from '../api.tsx';
-import { del, get, post } from '../api.tsx';
-import { Empty, FormStatus, Notice, Progress, TextField, bytes, useForm, useLoad, when } from '../ui.tsx';
+import { ApiError, del, get, post, upload } from '../api.tsx';
+import { Empty, Field, FormStatus, Notice, Progress, TextField, bytes, useForm, useLoad, when } from '../ui.tsx';
 
 interface ImageFile { sha256: string; size: number; source: string }
 interface Image { name: string; files: { kernel: ImageFile; initrd: ImageFile; rootfs?: ImageFile }; cmdline: string; size: number; createdAt: string }
@@ -25,6 +25,7 @@ export function ImagesPage({ role }: { role: string }) {
       <h1 id="img-title">Images</h1>
       {images.error && <Notice kind="error">{images.error}</Notice>}
       {admin && <AddImage onStarted={setJob} />}
+      {admin && <AddImageFromFiles onStarted={setJob} />}
       {job && (
         <div class="card" data-testid="image-job" aria-live="polite">
           <h2>Adding {job.subject}: {job.state}</h2>
@@ -80,6 +81,59 @@ function AddImage({ onStarted }: { onStarted: (j: Job) => void }) {
       <TextField label="Disk image (rootfs) URL" name="rootfs" form={form} value={rootfs} onValue={setRootfs} type="url" hint="for deployable images" />
       <TextField label="Kernel command line" name="cmdline" form={form} value={cmdline} onValue={setCmdline} />
       <button type="submit" class="primary" disabled={form.busy}>Add image</button>
+      <FormStatus form={form} />
+    </form>
+  );
+}
+
+const PARTS = [['kernel', 'Kernel file'], ['initrd', 'Initrd file'], ['rootfs', 'Disk image (rootfs) file']] as const;
+type Part = (typeof PARTS)[number][0];
+
+function AddImageFromFiles({ onStarted }: { onStarted: (j: Job) => void }) {
+  const form = useForm();
+  const [name, setName] = useState('');
+  const [cmdline, setCmdline] = useState('');
+  const [files, setFiles] = useState<Partial<Record<Part, File>>>({});
+  const [sent, setSent] = useState<Partial<Record<Part, { bytes: number; total: number }>>>({});
+  return (
+    <form class="card inline-form" aria-labelledby="img-upload" onSubmit={(e) => {
+      e.preventDefault();
+      setSent({});
+      void form.submit(async () => {
+        const ids: Partial<Record<Part, { upload: string }>> = {};
+        for (const [part] of PARTS) {
+          const file = files[part];
+          if (!file) continue;
+          try {
+            const u = await upload<{ id: string }>(`/api/v1/uploads?filename=${encodeURIComponent(file.name.replace(/[^\x20-\x7e]/g, '_').slice(0, 255))}`, file,
+              (b, total) => setSent((s) => ({ ...s, [part]: { bytes: b, total } })));
+            ids[part] = { upload: u.id };
+          } catch (err) {
+            // An upload's refusal (too large, ...) names no body field: put it at the file's field.
+            if (err instanceof ApiError && !err.field) throw new ApiError(err.status, err.code, `body.${part}: ${err.message} (${err.code})`);
+            throw err;
+          }
+        }
+        const r = await post<{ job: Job }>('/api/v1/images', { name: name.trim(), ...ids, ...(cmdline.trim() ? { cmdline: cmdline.trim() } : {}) });
+        onStarted(r.job);
+        return 'Uploaded; the image is being added.';
+      }, ['name', 'kernel', 'initrd', 'rootfs', 'cmdline'], { IMAGE_EXISTS: 'name', IMAGE_INVALID: 'name' });
+    }}>
+      <h2 id="img-upload">Add an image from files</h2>
+      <TextField label="Image name" name="name" form={form} value={name} onValue={setName} hint="1-63 of a-z 0-9 . _ -" required />
+      {PARTS.map(([part, label]) => (
+        <Field label={label} name={part} form={form} hint={part === 'rootfs' ? 'for deployable images' : undefined}>
+          {(id, d, invalid) => (
+            <div>
+              <input type="file" id={id} name={part} aria-invalid={invalid} aria-describedby={d} required={part !== 'rootfs'}
+                onChange={(e) => { const f = (e.currentTarget as HTMLInputElement).files?.[0]; setFiles((s) => { const n = { ...s }; if (f) n[part] = f; else delete n[part]; return n; }); }} />
+              {sent[part] && <Progress label={`Uploading ${label.toLowerCase()}`} value={sent[part].bytes} total={sent[part].total} />}
+            </div>
+          )}
+        </Field>
+      ))}
+      <TextField label="Command line" name="cmdline" form={form} value={cmdline} onValue={setCmdline} hint="extra kernel arguments" />
+      <button type="submit" class="primary" disabled={form.busy}>Upload and add</button>
       <FormStatus form={form} />
     </form>
   );
