@@ -344,7 +344,11 @@ t.test('traversal and garbage: 400 or 404 with the error body, never a file outs
     t.match(JSON.parse(raw.body), { statusCode: raw.status, code: String, error: String, message: String }, `raw ${url}`);
     t.notMatch(raw.body, /TOP-SECRET|root:/, url);
     const r = await f.app.inject(url);
-    t.ok(r.statusCode === 400 || r.statusCode === 404, `inject ${url}: ${r.statusCode}`);
+    // inject() resolves dot segments itself, as a browser does: `/boot/..` and `/boot/%2e%2e` reach the app as `/`,
+    // which is the console's page. The raw requests above prove what the server does with them.
+    const becameRoot = new URL(url, 'http://x').pathname === '/';
+    const consolePage = r.statusCode === 200 && /^text\/html/.test(String(r.headers['content-type'])) && /<!doctype html>/i.test(r.body);
+    t.ok(r.statusCode === 400 || r.statusCode === 404 || (becameRoot && consolePage), `inject ${url}: ${r.statusCode}`);
     t.notMatch(r.body, /TOP-SECRET|root:/, url);
   }
 });
