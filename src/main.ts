@@ -23,7 +23,7 @@ import { HttpService } from './services/http.ts';
 import { loadTls } from './services/tls-files.ts';
 import { MachineRegistry } from './core/machines.ts';
 import { LifecycleRunner } from './services/lifecycle-runner.ts';
-import type { MachinePowerControl } from './api/routes/machines.ts';
+import { bmcPowerControl } from './api/bmc-power.ts';
 import { ControlService } from './services/control.ts';
 import { DhcpService } from './services/dhcp/server.ts';
 import { DnsService } from './services/dns/server.ts';
@@ -254,7 +254,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
         enrollBmc: async (machineId, b, actor) => { await bmc.add({ driver: 'ipmi', address: b.address, username: b.username, password: b.password, machineId }, actor); },
       },
     },
-    machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: machinePower(bmc) },
+    machines: { registry, store, logger: logger.child({ svc: 'api' }), bmc: bmcPowerControl(bmc) },
     ...(ntp ? { ntp } : {}),
     resources: {
       store, events, config, bmc, assets, reservations,
@@ -318,23 +318,6 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
   if (runner.error !== undefined && exitCode === 0) exitCode = 1;
   logger.info({ exitCode }, 'metalbox stopped');
   return exitCode;
-}
-
-/** The machine API's view of the BMC service: a machine's BMC is the one registered for its id. */
-function machinePower(bmc: BmcService): MachinePowerControl {
-  return {
-    powerAction: async (machineId, action, actor) => {
-      const r = await bmc.power(machineId, action, actor);
-      return { result: r.result, message: r.message, before: r.before, ...(r.performed ? { performed: r.performed } : {}) };
-    },
-    powerStatus: async (machineId, actor) => ({ state: (await bmc.powerStatus(machineId, actor)).state }),
-    setBootDevice: async (machineId, request, actor) => {
-      const r = await bmc.setBootDevice(machineId, request, actor);
-      return { result: r.result, message: r.message };
-    },
-    enroll: async (machineId, input, actor) => ({ bmc: (await bmc.add({ ...input, machineId }, actor)).bmc.id }),
-    unenroll: async (machineId, actor) => { await bmc.remove(machineId, actor).catch((err: unknown) => { if (!isMetalboxError(err, 'BMC_NOT_FOUND')) throw err; }); },
-  };
 }
 
 /** A random id made at the first start of a state dir; it identifies this appliance's data. */

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildApp } from '../../src/api/app.ts';
-import type { MachinePowerControl } from '../../src/api/routes/machines.ts';
+import { bmcPowerControl } from '../../src/api/bmc-power.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { createAuthCore } from '../../src/core/auth.ts';
 import { EventLog } from '../../src/core/events.ts';
@@ -16,7 +16,6 @@ import type { LeasePool } from '../../src/core/lease-pool.ts';
 import { newMachineId } from '../../src/core/machine-fields.ts';
 import { MachineRegistry, type Machine } from '../../src/core/machines.ts';
 import { auditAs } from '../../src/core/users.ts';
-import { isMetalboxError } from '../../src/lib/errors.ts';
 import { createLogger } from '../../src/lib/logger.ts';
 import { createMetrics } from '../../src/lib/metrics.ts';
 import { BmcService, secretBoxLoader } from '../../src/services/bmc/service.ts';
@@ -116,18 +115,8 @@ export async function startConsoleApp(options: { machines: number }): Promise<Co
   for (const s of config.subnets) pools.set(s.cidr, poolFor(s));
   const assets = new AssetStore(join(stateDir, 'assets'), store);
   await assets.open();
-  const power: MachinePowerControl = {
-    powerAction: async (machineId, action, actor) => {
-      const r = await bmc.power(machineId, action, actor);
-      return { result: r.result, message: r.message, before: r.before, ...(r.performed ? { performed: r.performed } : {}) };
-    },
-    powerStatus: async (machineId, actor) => ({ state: (await bmc.powerStatus(machineId, actor)).state }),
-    setBootDevice: async (machineId, request, actor) => {
-      const r = await bmc.setBootDevice(machineId, request, actor);
-      return { result: r.result, message: r.message };
-    },
-    unenroll: async (machineId, actor) => { await bmc.remove(machineId, actor).catch((err: unknown) => { if (!isMetalboxError(err, 'BMC_NOT_FOUND')) throw err; }); },
-  };
+  const power = bmcPowerControl(bmc);
+
   const tls = await loadTls(config);
   const services: Record<string, 'running'> = { http: 'running', bmc: 'running', machines: 'running' };
   const app = await buildApp({
