@@ -226,20 +226,7 @@ echo "metalbox appliance $(sed -n 's/^suite=//p' "$BASE/manifest"), image $KEY" 
 
 # GRUB: serial and screen, the same grub.cfg for both platforms.
 mb_grub_modules "$ROOT" uefi
-cat >"$ROOT/boot/grub/grub.cfg" <<GRUB
-# metalbox appliance (image/appliance/build.sh)
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-set timeout=2
-insmod part_gpt
-insmod ext2
-search --no-floppy --fs-uuid --set=root $ROOT_UUID
-menuentry 'metalbox ($KVER)' {
-  linux /boot/vmlinuz-$KVER root=UUID=$ROOT_UUID ro $CMDLINE
-  initrd /boot/initrd.img-$KVER
-}
-GRUB
+mb_grub_cfg "$ROOT/boot/grub/grub.cfg" "metalbox appliance (image/appliance/build.sh)" 2 metalbox "$ROOT_UUID" "$KVER" "$CMDLINE"
 T_CONFIG=$(mb_now)
 
 # --- the disk ------------------------------------------------------------------------------------------------

@@ -231,20 +231,7 @@ GRUB_DISABLE_OS_PROBER=true
 EOF
 # The first grub.cfg, by hand: update-grub would probe the build machine's devices. Both platforms read it.
 mkdir -p "$ROOT/boot/grub"
-cat >"$ROOT/boot/grub/grub.cfg" <<EOF
-# metalbox deploy-test image; replaced by update-grub on the deployed system
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-set timeout=1
-insmod part_gpt
-insmod ext2
-search --no-floppy --fs-uuid --set=root $ROOT_UUID
-menuentry 'Debian GNU/Linux ($KVER)' {
-  linux /boot/vmlinuz-$KVER root=UUID=$ROOT_UUID ro $CMDLINE
-  initrd /boot/initrd.img-$KVER
-}
-EOF
+mb_grub_cfg "$ROOT/boot/grub/grub.cfg" "metalbox deploy-test image; replaced by update-grub on the deployed system" 1 "Debian GNU/Linux" "$ROOT_UUID" "$KVER" "$CMDLINE"
 # The kernel's initramfs with the final fstab in place (root by UUID); MODULES=most keeps disk drivers for
 # hardware this build machine does not have.
 in_root update-initramfs -u -k "$KVER" >"$WORK/initramfs.log" 2>&1 || { cat "$WORK/initramfs.log" >&2; die "update-initramfs failed"; }

@@ -166,6 +166,25 @@ mb_grub_early_cfg() {
   printf 'search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)/boot/grub\n' "$2" >"$1"
 }
 
+# mb_grub_cfg FILE COMMENT TIMEOUT TITLE ROOT_UUID KVER CMDLINE: the grub.cfg both platforms read: serial
+# (115200) and screen, the root found by its UUID, one menu entry for the kernel KVER and its initrd.
+mb_grub_cfg() {
+  cat >"$1" <<GRUB
+# $2
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=$3
+insmod part_gpt
+insmod ext2
+search --no-floppy --fs-uuid --set=root $5
+menuentry '$4 ($6)' {
+  linux /boot/vmlinuz-$6 root=UUID=$5 ro $7
+  initrd /boot/initrd.img-$6
+}
+GRUB
+}
+
 mb_le() {  # VALUE BYTES -> little-endian bytes on stdout
   local v=$1 n=$2 i out=''
   for ((i = 0; i < n; i++)); do out+="$(printf '\\x%02x' $(((v >> (8 * i)) & 255)))"; done
