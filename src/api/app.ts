@@ -8,6 +8,7 @@ import type { Metrics } from '../lib/metrics.ts';
 import type { RunnerStatus } from '../services/service.ts';
 import { errorBody, registerErrorHandling } from './errors.ts';
 import { authPlugin } from './auth.ts';
+import { defaultHttpRateLimits, registerRateLimits, type HttpRateLimits } from './rate-limit.ts';
 import { systemRoutes } from './routes/system.ts';
 import { authRoutes } from './routes/auth.ts';
 import { userRoutes } from './routes/users.ts';
@@ -51,6 +52,11 @@ export interface AppDeps {
    * built on demand when run from source (loaded at the first console request, not here); false: none.
    */
   console?: ConsoleSource | false;
+  /**
+   * Per-client-address limits of /api/... and /boot/... (config `api`, src/api/rate-limit.ts). Default: the `api`
+   * of `resources.config` when that is a whole config (main passes one), else the schema's defaults.
+   */
+  rateLimits?: HttpRateLimits;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -70,6 +76,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   registerErrorHandling(app);
+  // Before everything else that hooks a request (the console, authentication): a flood costs one lookup each.
+  registerRateLimits(app, { limits: deps.rateLimits ?? configuredLimits(deps.resources?.config) ?? defaultHttpRateLimits(), logger: deps.logger, metrics: deps.metrics });
   // The console answers only GET/HEAD requests no route matched, for its own paths (see routes/console.ts).
   if (deps.console !== false) registerConsole(app, deps.console ?? defaultConsoleSource());
   app.addHook('onResponse', async (req, reply) => {
@@ -98,4 +106,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.auth && deps.ntp) await app.register(ntpRoutes(deps.ntp));
   await app.ready();
   return app;
+}
+
+/** `api` of a whole config handed in as resources.config (main passes its Config there). */
+function configuredLimits(config: object | undefined): HttpRateLimits | undefined {
+  return config !== undefined && 'api' in config ? (config as { api: HttpRateLimits }).api : undefined;
 }

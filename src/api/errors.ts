@@ -4,7 +4,16 @@ import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ERROR_CODES, MetalboxError, type ErrorCode } from '../lib/errors.ts';
 
-export interface ErrorBody { statusCode: number; code: ErrorCode | 'REQUEST_INVALID'; error: string; message: string }
+export interface ErrorBody { statusCode: number; code: ErrorCode | 'REQUEST_INVALID' | 'RATE_LIMITED'; error: string; message: string }
+
+/**
+ * 429 RATE_LIMITED: a client address over api.rateLimit or api.bootRateLimit (src/api/rate-limit.ts). Made here
+ * rather than thrown: the limiter answers before any route runs, and a flood must not cost an exception each.
+ * An HTTP-only code like REQUEST_INVALID (listed in the README's table beside it).
+ */
+export function rateLimitedBody(message: string): ErrorBody {
+  return body(429, 'RATE_LIMITED', message);
+}
 
 export function errorBody(err: unknown): ErrorBody {
   if (err instanceof MetalboxError) return body(ERROR_CODES[err.code].status, err.code, err.message);

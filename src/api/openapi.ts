@@ -251,7 +251,7 @@ const ERROR_RESPONSES: Record<number, [string, string]> = {
   409: ['Conflict', 'The change clashes with what exists (STORE_CONFLICT, IMAGE_EXISTS, USER_EXISTS, LIFECYCLE_INVALID_TRANSITION, ...)'],
   413: ['PayloadTooLarge', 'Too large'],
   422: ['Unprocessable', 'Understood but not possible here (BMC_UNSUPPORTED, ASSET_CHECKSUM_MISMATCH)'],
-  429: ['TooManyRequests', 'Rate limited or busy (AUTH_RATE_LIMITED with Retry-After, BMC_BUSY)'],
+  429: ['TooManyRequests', 'Rate limited or busy (RATE_LIMITED and AUTH_RATE_LIMITED with Retry-After, BMC_BUSY)'],
   502: ['BadGateway', 'A BMC or a download source failed (BMC_*, ASSET_FETCH_FAILED)'],
   503: ['Unavailable', 'A service this needs is not running'],
   504: ['GatewayTimeout', 'A BMC did not answer in time (BMC_TIMEOUT)'],

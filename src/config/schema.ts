@@ -16,6 +16,17 @@ const Service = (port: number, what: string) =>
     port: Port(port, `UDP port for ${what}`),
   }, strict);
 
+/**
+ * A per-client token bucket (src/lib/rate-limit.ts), as ntp.rateLimit has it: `perSecond` on average, `burst` at once,
+ * `maxClients` tracked (bounded memory); perSecond 0 turns it off. `who` names the client key, `over` what happens beyond it.
+ */
+const RateLimit = (d: { perSecond: number; burst: number; maxClients: number }, who: string, unit: string, over: string) =>
+  Type.Object({
+    perSecond: Type.Number({ minimum: 0, maximum: 1_000_000, default: d.perSecond, description: `${unit} per second one ${who} may make on average; 0 turns rate limiting off` }),
+    burst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: d.burst, description: `${unit} a ${who} may make at once before the rate applies` }),
+    maxClients: Type.Integer({ minimum: 16, maximum: 10_000_000, default: d.maxClients, description: `${who}s tracked at once (bounded memory); beyond it idle ones are forgotten first, then the oldest` }),
+  }, { ...strict, default: {}, description: `per-${who} token bucket: ${over}` });
+
 export const SubnetSchema = Type.Object({
   cidr: Type.String({ description: 'the subnet, a.b.c.d/len with host bits zero' }),
   gateway: Type.Optional(Type.String({ description: 'default route handed to machines (DHCP option 3); inside the subnet' })),
@@ -41,6 +52,10 @@ export const ConfigSchema = Type.Object({
   http: Type.Object({
     listen: Type.String({ default: '127.0.0.1:5240', description: 'host:port of plain HTTP: boot files and scripts for firmware, /healthz, /readyz, /metrics; everything else redirects to HTTPS' }),
   }, { ...strict, default: {} }),
+  api: Type.Object({
+    rateLimit: RateLimit({ perSecond: 50, burst: 200, maxClients: 10_000 }, 'client address', '/api requests', 'beyond it 429 RATE_LIMITED with Retry-After'),
+    bootRateLimit: RateLimit({ perSecond: 100, burst: 400, maxClients: 65_536 }, 'client address', '/boot requests (firmware, iPXE, the agent)', 'beyond it 429 RATE_LIMITED with Retry-After; generous, a booting machine fetches many files'),
+  }, { ...strict, default: {}, description: 'limits of the HTTP API and HTTP boot; the console\'s files, /healthz, /readyz and /metrics are not limited' }),
   https: Type.Object({
     listen: Type.String({ default: '127.0.0.1:5443', description: 'host:port of the console and the API over HTTPS' }),
     certFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM certificate (chain) to serve; default: a self-signed one made at first start in <stateDir>/tls' })),
@@ -57,6 +72,9 @@ export const ConfigSchema = Type.Object({
       uefi: Type.String({ default: 'snponly.efi', description: 'TFTP boot file for x64 UEFI PXE (client arch 7, 9)' }),
       httpBoot: Type.String({ default: 'ipxe.efi', description: 'file served by HTTP to UEFI HTTP boot clients (arch 16)' }),
     }, { ...strict, default: {} }),
+    // Keyed by the client (option 61, else chaddr), never by source address: a relay carries a whole rack from one
+    // address. Burst 16 covers a client's retransmissions plus a PXE DORA and iPXE's second one.
+    rateLimit: RateLimit({ perSecond: 4, burst: 16, maxClients: 65_536 }, 'client', 'messages', 'keyed by the client identifier (option 61), else the hardware address, never the source address (a relay carries a whole rack); beyond it messages are dropped unanswered and counted'),
   }, { ...strict, default: {} }),
   tftp: Type.Object({
     ...Service(69, 'TFTP').properties,
@@ -67,6 +85,7 @@ export const ConfigSchema = Type.Object({
     retries: Type.Integer({ minimum: 1, maximum: 20, default: 5, description: 'retransmissions of a block before a transfer is abandoned' }),
     maxTransfers: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'concurrent transfers in total' }),
     maxTransfersPerClient: Type.Integer({ minimum: 1, maximum: 1000, default: 4, description: 'concurrent transfers per client address' }),
+    rateLimit: RateLimit({ perSecond: 5, burst: 20, maxClients: 65_536 }, 'client address', 'read/write requests', 'beyond it a client gets one ERROR a second ("rate limited"), other requests are dropped'),
   }, { ...strict, default: {} }),
   boot: Type.Object({
     ipxeDir: Type.String({ minLength: 1, default: '/usr/lib/ipxe', description: "where undionly.kpxe, ipxe.efi and snponly.efi come from (Debian's ipxe package)" }),
@@ -80,6 +99,11 @@ export const ConfigSchema = Type.Object({
     forwarders: Type.Array(Type.String(), { default: [], description: 'upstream resolvers (IPv4, port 53) for names outside our zones, asked for clients in our subnets or on loopback only' }),
     ttl: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: 'TTL of the records made from machines and leases and of records added without one; also the SOA minimum (negative caching)' }),
     secondaries: Type.Array(Type.String({ pattern: '^(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}(/(3[0-2]|[12]?\\d))?$' }), { default: [], description: 'addresses (a.b.c.d or a.b.c.d/len) allowed to transfer our zones (AXFR over TCP); everyone else is REFUSED' }),
+    rateLimit: Type.Object({
+      ...RateLimit({ perSecond: 100, burst: 200, maxClients: 65_536 }, 'client address', 'UDP queries', '').properties,
+      slip: Type.Integer({ minimum: 0, maximum: 10, default: 2, description: 'every slip-th refused UDP query gets an empty truncated (TC) answer so a real client retries over TCP; 0 never, 1 always' }),
+    }, { ...strict, default: {}, description: 'response rate limiting of UDP answers per client address (BIND RRL in spirit): over it queries are dropped, every slip-th answered truncated' }),
+    maxTcpConnectionsPerClient: Type.Integer({ minimum: 1, maximum: 256, default: 16, description: 'DNS TCP connections one client address may hold open at once' }),
   }, { ...strict, default: {} }),
   ntp: Type.Object({
     ...Service(123, 'NTP').properties,

@@ -164,7 +164,7 @@ async function main(): Promise<void> {
   dhcp: { enabled: false }
   dns: { enabled: false }
   ntp: { enabled: false }
-  tftp: { root: ${root}, maxTransfers: 1000, maxTransfersPerClient: 1000 }
+  tftp: { root: ${root}, maxTransfers: 1000, maxTransfersPerClient: 1000, rateLimit: { perSecond: 0 } }
   `);
 
     async function startServer(name: ServerName): Promise<ChildProcess> {

@@ -6,6 +6,7 @@ import { LeasePool } from '../../core/lease-pool.ts';
 import { errnoCode, isMetalboxError, type MetalboxError } from '../../lib/errors.ts';
 import { cidrContains, formatIPv4, parseCidr, parseIPv4, parseRange, type Cidr } from '../../lib/ipv4.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
+import { NumberRateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { parseMac } from '../../lib/mac.ts';
 import type { Metrics } from '../../lib/metrics.ts';
@@ -16,6 +17,7 @@ import type { LeaseRecord, Store, WriteOp } from '../../store/types.ts';
 import type { Reservation } from '../../core/reservations.ts';
 import type { Service } from '../service.ts';
 import type { BootDecider } from './boot.ts';
+import { dhcpClientKey } from './rate-limit.ts';
 import { DEFAULT_LIMITS, isUrgent, WorkQueue, type ShedReason, type WorkQueueLimits } from './work-queue.ts';
 import { handleDhcp, handleProxy, type Decision, type LeaseChange, type PolicyContext, type SubnetRuntime } from './policy.ts';
 import { Counter, Gauge, Histogram } from 'prom-client';
@@ -31,6 +33,8 @@ const DRAIN_SLICE_MS = 2;
 /** Datagrams read per wakeup: the work queue, not the kernel's receive queue, decides what to drop. */
 const READ_BATCH = 1024;
 const BROADCAST = 0xffffffff;
+/** A client over its rate limit is logged at most once per this many seconds (and the log limiter caps all of them). */
+const RATE_LOG_INTERVAL_S = 10;
 
 /** A datagram waiting in the work queue: a view of its batch's Buffer, addresses as numbers (host order). */
 interface Queued { listener: Listener; data: Buffer; address: number; port: number; localAddress: number }
@@ -100,13 +104,23 @@ export class DhcpService implements Service {
   private shedding = false;
   /** Lease writes decided since the last flushWrites: they go to the store as one write. */
   private pendingWrites: PendingWrite[] = [];
+  /** dhcp.rateLimit, keyed by dhcpClientKey (the client, not the source address: see rate-limit.ts). */
+  private readonly limiter: NumberRateLimiter;
+  private readonly rateDropped: { inc(n?: number): void };
 
   constructor(private readonly deps: DhcpServiceDeps) {
     this.log = limitedLogger(deps.logger);
     this.now = deps.now ?? Date.now;
-    this.m = createDhcpMetrics(deps.metrics, () => this.subnets, () => this.syncFiltered());
+    this.m = createDhcpMetrics(deps.metrics, () => this.subnets, () => this.syncFiltered(), () => this.limiter.size);
     this.clientPort = deps.config.dhcp.port === 67 ? 68 : deps.config.dhcp.port + 1;
     this.queue = new WorkQueue((reason: ShedReason) => this.m.droppedBy(reason).inc(), deps.workQueueLimits ?? DEFAULT_LIMITS);
+    this.limiter = new NumberRateLimiter(deps.config.dhcp.rateLimit, { notifyIntervalS: RATE_LOG_INTERVAL_S });
+    this.rateDropped = this.m.droppedBy('rate-limited');
+  }
+
+  /** Clients the rate limiter tracks now (tests, metrics): never above dhcp.rateLimit.maxClients. */
+  get rateLimitedClients(): number {
+    return this.limiter.size;
   }
 
   async start(): Promise<void> {
@@ -185,10 +199,27 @@ export class DhcpService implements Service {
     this.m.received.inc(count);
     if (batch.filtered !== listener.filtered) this.countFiltered(listener, batch.filtered);
     const now = this.now();
+    const seconds = now / 1000;
+    const limited = this.limiter.enabled;
     const pxePort = listener.pxePort;
     for (let i = 0, r = 0; i < count; i++, r += BATCH_WORDS) {
       const at = meta[r + BATCH.OFFSET]!;
-      const q: Queued = { listener, data: data.subarray(at, at + meta[r + BATCH.LENGTH]!), address: meta[r + BATCH.ADDRESS]!, port: meta[r + BATCH.PORT]!, localAddress: meta[r + BATCH.LOCAL_ADDRESS]! };
+      const length = meta[r + BATCH.LENGTH]!;
+      // Per-client rate limit, before the datagram takes a place in the queue: a number read from the octets and a
+      // typed-array lookup, ~0.1-0.3 µs (test/unit/rate-limit-services.test.ts times it) against ~70 µs of server CPU
+      // per DORA under a flood. Too short to key: the decoder drops it.
+      if (limited) {
+        const key = dhcpClientKey(data, at, length);
+        if (key >= 0) {
+          const verdict = this.limiter.check(key, seconds);
+          if (verdict !== 'allow') {
+            this.rateDropped.inc();
+            if (verdict === 'notify') this.log('warn', 'rate-limited', { ifname: listener.ifname, mac: hwText(data, at + 28), from: formatIPv4(meta[r + BATCH.ADDRESS]!), clients: this.limiter.size }, 'DHCP client over its rate limit: its messages are dropped');
+            continue;
+          }
+        }
+      }
+      const q: Queued = { listener, data: data.subarray(at, at + length), address: meta[r + BATCH.ADDRESS]!, port: meta[r + BATCH.PORT]!, localAddress: meta[r + BATCH.LOCAL_ADDRESS]! };
       // The PXE port (4011) carries the second half of an exchange, like a REQUEST.
       this.queue.push(q, pxePort || isUrgent(meta[r + BATCH.DHCP_TYPE]), now);
     }
@@ -496,7 +527,12 @@ class Tally {
   }
 }
 
-function createDhcpMetrics(metrics: Metrics, subnets: () => SubnetEntry[], syncSockets: () => void) {
+/** chaddr's first 6 octets as aa:bb:cc:dd:ee:ff (a log line of a rate-limited client). */
+function hwText(data: Buffer, at: number): string {
+  return data.subarray(at, at + 6).toString('hex').replace(/(..)(?!$)/g, '$1:');
+}
+
+function createDhcpMetrics(metrics: Metrics, subnets: () => SubnetEntry[], syncSockets: () => void, rateLimitedClients: () => number) {
   const registers = [metrics.registry];
   const requestTally = new Tally();
   const replyTally = new Tally();
@@ -536,6 +572,7 @@ function createDhcpMetrics(metrics: Metrics, subnets: () => SubnetEntry[], syncS
     repliesByType: byType(replyTally, 'other'),
     received: { inc(n = 1): void { receivedCount += n; } },
     droppedBy: (reason: string): { inc(n?: number): void } => droppedTally.by(reason),
+    limiterClients: new Gauge({ name: 'metalbox_dhcp_rate_limited_clients', help: 'Clients the DHCP rate limiter tracks (at most dhcp.rateLimit.maxClients)', registers, collect() { this.set(rateLimitedClients()); } }),
     exhausted: new Counter({ name: 'metalbox_dhcp_pool_exhausted_total', help: 'DISCOVERs that found no free address', labelNames: ['subnet'], registers }),
     persistSeconds: new Histogram({ name: 'metalbox_dhcp_lease_write_seconds', help: 'Time to make a lease change durable', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], registers }),
     pool: new Gauge({

@@ -11,6 +11,11 @@
 //   several per connection, answered as they complete (forwarded ones may overtake); idle connections close
 //   after TCP_IDLE_MS; at most MAX_TCP_CONNECTIONS at once, MAX_TCP_PIPELINE queries in flight per connection.
 // - Zone transfers (AXFR, and IXFR answered with the whole zone, RFC 1995 §4) over TCP to dns.secondaries only.
+// - Response rate limiting (dns.rateLimit, BIND's RRL in spirit, per client address rather than per answer): a
+//   token bucket per UDP client address; over it queries are dropped, and every slip-th gets an empty answer with
+//   TC set (no larger than the query), so a real client whose address is being spoofed at us retries over TCP,
+//   which cannot be spoofed and is not limited by rate, while a reflection attack gets nothing worth having.
+//   TCP connections are capped per client address too (dns.maxTcpConnectionsPerClient). Loopback is not limited.
 // - Undecodable datagrams are dropped (an answer would let a spoofed flood aim us at a third party), counted by
 //   error code in /metrics and logged at warn, rate-limited.
 // - Records: machines and leases (auto.ts, kept current by leaseChanged() and the machine registry's change
@@ -23,6 +28,7 @@ import type { MachineChange, MachineRegistry } from '../../core/machines.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
 import { cidrContains, formatIPv4, parseCidr, parseIPv4, type Cidr } from '../../lib/ipv4.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
+import { NumberRateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { BATCH, BATCH_WORDS, openUdpBatchSocket, openUdpSocket, type DatagramBatch, type UdpBatchSocket } from '../../lib/udp-socket.ts';
@@ -137,12 +143,23 @@ export class DnsService implements Service {
   private manualAgain = false;
   private running = false;
   private readonly packets: PacketCache;
+  /** dns.rateLimit by UDP client address (a number): 'notify' is a slip (every slip-th refusal). */
+  private readonly limiter: NumberRateLimiter;
+  /** Open TCP connections by client address (at most MAX_TCP_CONNECTIONS entries: one per connection at worst). */
+  private readonly tcpPerClient = new Map<string, number>();
 
   constructor(private readonly deps: DnsServiceDeps) {
     this.log = limitedLogger(deps.logger);
     this.now = deps.now ?? Date.now;
-    this.m = createDnsMetrics(deps.metrics, () => this.zone, () => this.forwarder, () => this.conns.size);
+    const rl = deps.config.dns.rateLimit;
+    this.limiter = new NumberRateLimiter(rl, { notifyEvery: rl.slip });
+    this.m = createDnsMetrics(deps.metrics, () => this.zone, () => this.forwarder, () => this.conns.size, () => this.limiter.size);
     this.packets = new PacketCache(deps.packetCacheEntries ?? 50_000);
+  }
+
+  /** UDP client addresses the rate limiter tracks now (tests, metrics): never above dns.rateLimit.maxClients. */
+  get rateLimitedClients(): number {
+    return this.limiter.size;
   }
 
   async start(): Promise<void> {
@@ -339,6 +356,14 @@ export class DnsService implements Service {
     // From the address the client asked; the kernel picks the interface's own address by itself.
     const source = localAddress === interfaceAddress ? 0 : localAddress;
     const recursion = this.mayRecurseUdp(address);
+    // Loopback (this host's own resolver stub, monitoring, benchmarks) is not limited: it cannot come from the network.
+    if (this.limiter.enabled && (address >>> 24) !== 127) {
+      const verdict = this.limiter.check(address, this.now() / 1000);
+      if (verdict !== 'allow') {
+        this.overLimit(socket, data, start, end, address, port, source, recursion, verdict === 'notify');
+        return;
+      }
+    }
     const cacheable = this.packets.limit > 0 && end - start > 12;
     const key = cacheable ? data.toString('latin1', start + 2, end) : '';
     if (cacheable) {
@@ -378,6 +403,30 @@ export class DnsService implements Service {
       // Answered later, alone: its own flush.
       case 'forward': void this.forward(q, decision.question, 'udp', limit).then((reply) => { send(reply); this.flushUdp(socket); }); return;
     }
+  }
+
+  /**
+   * A query over its client's rate limit: dropped, or (a slip) answered with the question only, TC set, no OPT:
+   * never larger than the query, and a real client retries over TCP (RFC 2181 §9). Logged per client at most
+   * once per slip and by the log limiter overall.
+   */
+  private overLimit(socket: UdpBatchSocket, data: Buffer, start: number, end: number, address: number, port: number, source: number, recursion: boolean, slip: boolean): void {
+    this.m.rateLimited.inc();
+    if (!slip) return;
+    let q: DnsMessage;
+    try {
+      q = decodeDns(data.subarray(start, end));
+    } catch {
+      return; // junk gets no slip (and is counted as rate-limited only: decoding it is what the limit saves)
+    }
+    if (q.qr) return;
+    const reply = replyTo(q, RCODE.NOERROR, { recursion });
+    reply.tc = true;
+    delete reply.edns;
+    this.m.slipped.inc();
+    this.m.truncated.inc();
+    this.log('info', 'rate-limited', { client: formatIPv4(address), clients: this.limiter.size }, 'DNS client over its rate limit: queries dropped, some answered truncated');
+    this.sendUdp({ socket, address, port, source }, encodeDns(reply, { maxSize: CLASSIC_UDP_BYTES }));
   }
 
   private sendUdp(peer: UdpPeer, wire: Buffer): void {
@@ -446,8 +495,22 @@ export class DnsService implements Service {
       socket.destroy();
       return;
     }
+    const client = socket.remoteAddress ?? '';
+    const open = this.tcpPerClient.get(client) ?? 0;
+    if (open >= this.deps.config.dns.maxTcpConnectionsPerClient) {
+      this.m.drop('tcp-client-limit');
+      this.log('info', 'tcp-client-limit', { client, open }, 'DNS TCP connection refused: this client holds too many');
+      socket.destroy();
+      return;
+    }
+    this.tcpPerClient.set(client, open + 1);
     const conn: TcpConn = { socket, buf: Buffer.alloc(0), inflight: 0, paused: false };
     this.conns.add(conn);
+    socket.once('close', () => {
+      const left = (this.tcpPerClient.get(client) ?? 1) - 1;
+      if (left > 0) this.tcpPerClient.set(client, left);
+      else this.tcpPerClient.delete(client);
+    });
     socket.setNoDelay(true);
     // RFC 7766 §6.2.3: idle connections are closed by the server, after a few seconds.
     socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
@@ -517,7 +580,7 @@ function hostCidr(text: string): Cidr {
   return { network, prefix, mask, broadcast: (network | ~mask) >>> 0 };
 }
 
-function createDnsMetrics(metrics: Metrics, zone: () => Zone | undefined, forwarder: () => Forwarder | undefined, tcpConnections: () => number) {
+function createDnsMetrics(metrics: Metrics, zone: () => Zone | undefined, forwarder: () => Forwarder | undefined, tcpConnections: () => number, rateLimitedClients: () => number) {
   const registers = [metrics.registry];
   // The per-query counters are plain numbers read at scrape time: prom-client hashes the label set on every
   // inc(), which cost more than the rest of a cached answer.
@@ -528,7 +591,7 @@ function createDnsMetrics(metrics: Metrics, zone: () => Zone | undefined, forwar
     if (!c) tallies.set(key, (c = { n: 0, inc() { this.n++; } }));
     return c;
   };
-  const plain = { received: 0, truncated: 0 };
+  const plain = { received: 0, truncated: 0, rateLimited: 0, slipped: 0 };
   new Counter({
     name: 'metalbox_dns_answers_total', help: 'DNS answers by transport and outcome (answer, nodata, nxdomain, referral, refused, formerr, notimp, badvers, forwarded, cached, servfail, transfer)', labelNames: ['transport', 'outcome'], registers,
     collect() {
@@ -541,8 +604,15 @@ function createDnsMetrics(metrics: Metrics, zone: () => Zone | undefined, forwar
   });
   new Counter({ name: 'metalbox_dns_messages_received_total', help: 'DNS messages received (UDP datagrams and TCP messages)', registers, collect() { this.reset(); if (plain.received > 0) this.inc(plain.received); } });
   new Counter({ name: 'metalbox_dns_truncated_total', help: 'UDP answers sent truncated (TC set): the client retries over TCP', registers, collect() { this.reset(); if (plain.truncated > 0) this.inc(plain.truncated); } });
-  const dropped = new Counter({ name: 'metalbox_dns_dropped_total', help: 'DNS messages not answered, by reason (malformed ones also in metalbox_dns_malformed_total)', labelNames: ['reason'], registers });
+  // Rate-limited drops are counted as a plain number (one per flood packet) and added at scrape time.
+  const dropped = new Counter({ name: 'metalbox_dns_dropped_total', help: 'DNS messages not answered, by reason (malformed ones also in metalbox_dns_malformed_total; rate-limited ones include the slips)', labelNames: ['reason'], registers,
+    collect() { if (plain.rateLimited > 0) this.inc({ reason: 'rate-limited' }, plain.rateLimited); plain.rateLimited = 0; } });
+  new Counter({ name: 'metalbox_dns_rate_limit_slips_total', help: 'Rate-limited UDP queries answered empty with TC set (the slip), so a real client retries over TCP', registers,
+    collect() { this.reset(); if (plain.slipped > 0) this.inc(plain.slipped); } });
+  new Gauge({ name: 'metalbox_dns_rate_limited_clients', help: 'UDP client addresses the DNS rate limiter tracks (at most dns.rateLimit.maxClients)', registers, collect() { this.set(rateLimitedClients()); } });
   return {
+    rateLimited: { inc: () => { plain.rateLimited++; } },
+    slipped: { inc: () => { plain.slipped++; } },
     received: { inc: () => { plain.received++; } },
     truncated: { inc: () => { plain.truncated++; } },
     malformed: new Counter({ name: 'metalbox_dns_malformed_total', help: 'Undecodable DNS messages dropped, by error code', labelNames: ['code'], registers }),

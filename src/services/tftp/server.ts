@@ -9,6 +9,12 @@
 // - Requests that are refused (writes, bad names, unknown files, caps) get an ERROR packet from the
 //   listening socket; undecodable datagrams get nothing (a reply would let a spoofed flood aim us at a
 //   third party), a counter and a rate-limited warning.
+// - Per client address, read and write requests are rate limited (tftp.rateLimit, a token bucket): over
+//   it the client gets one ERROR 0 "rate limited" a second and its other requests are dropped unanswered. An
+//   ERROR rather than silence because that is what a real client (PXE firmware, tftp-hpa's and atftp's clients)
+//   can act on: it stops at once and says why, where silence makes it retransmit until it times out, and the
+//   existing caps (busy, busy-client) answer the same way. At most one a second per address, and never larger
+//   than the request it answers, so a spoofed flood cannot use us as a reflector or an amplifier.
 // - Every read request that names a file ends as one `boot.tftp` event against the machine (its MAC from
 //   the DHCP lease of the client's address, else the address).
 import { mkdir, readFile } from 'node:fs/promises';
@@ -18,6 +24,7 @@ import type { Config } from '../../config/schema.ts';
 import type { EventLog, NewEvent } from '../../core/events.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
+import { RateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { openUdpSocket, type Datagram, type UdpSocket } from '../../lib/udp-socket.ts';
@@ -34,6 +41,8 @@ const HEADER_BYTES = 32;
 const MAX_WINDOW_BYTES = 128 * 1024;
 /** ERROR message for a request that does not parse: with the 5 bytes around it, no longer than the requests it answers. */
 const MALFORMED_REPLY = 'bad request';
+/** ERROR message for a client over its rate limit (5 + 12 octets: no longer than any real request). */
+const RATE_LIMITED_REPLY = 'rate limited';
 /** How long a client address -> MAC lookup is reused. */
 const MAC_CACHE_MS = 5000;
 /** Boot-timeline events waiting to be written at most; beyond it they are counted and dropped. */
@@ -86,11 +95,19 @@ export class TftpService implements Service {
   private readonly macCache = new Map<string, { mac: string | undefined; at: number }>();
   /** Windows leave through UDP segmentation offload (udp(7) UDP_SEGMENT) until the kernel refuses it once. */
   private segmentation = true;
+  /** tftp.rateLimit by client address: one ERROR a second ('notify') beyond it. */
+  private readonly limiter: RateLimiter<string>;
 
   constructor(private readonly deps: TftpServiceDeps) {
     this.log = limitedLogger(deps.logger);
     this.now = deps.now ?? Date.now;
-    this.m = createTftpMetrics(deps.metrics, () => this.active.size);
+    this.limiter = new RateLimiter<string>(deps.config.tftp.rateLimit, { notifyIntervalS: 1 });
+    this.m = createTftpMetrics(deps.metrics, () => this.active.size, () => this.limiter.size);
+  }
+
+  /** Client addresses the rate limiter tracks now (tests, metrics): never above tftp.rateLimit.maxClients. */
+  get rateLimitedClients(): number {
+    return this.limiter.size;
   }
 
   /** The directory served: tftp.root, default <stateDir>/tftp. */
@@ -165,6 +182,19 @@ export class TftpService implements Service {
       // the request, so it cannot amplify a spoofed flood.
       if (request && d.data.length >= MALFORMED_REPLY.length) this.sendError(listener, d, ERROR_CODE.ILLEGAL_OPERATION, MALFORMED_REPLY);
       return;
+    }
+    // Requests only (what takes a token is a transfer asked for; undecodable junk costs no more than this check
+    // and is already counted, logged rate-limited and mostly unanswered). Loopback (this host) is not limited.
+    if ((p.op === 'RRQ' || p.op === 'WRQ') && this.limiter.enabled && !d.address.startsWith('127.')) {
+      const verdict = this.limiter.check(d.address, this.now() / 1000);
+      if (verdict !== 'allow') {
+        this.m.refused.inc({ reason: 'rate-limited' });
+        if (verdict === 'notify') {
+          this.log('warn', 'rate-limited', { ifname: listener.ifname, client: d.address, clients: this.limiter.size }, 'tftp client over its rate limit: requests refused');
+          if (d.data.length >= RATE_LIMITED_REPLY.length + 5) this.sendError(listener, d, ERROR_CODE.NOT_DEFINED, RATE_LIMITED_REPLY);
+        }
+        return;
+      }
     }
     if (p.op === 'WRQ') {
       this.refuse(listener, d, 'write', ERROR_CODE.ACCESS_VIOLATION, 'writes are not accepted', { file: p.filename });
@@ -444,7 +474,7 @@ async function readMtu(ifname: string): Promise<number | undefined> {
   }
 }
 
-function createTftpMetrics(metrics: Metrics, active: () => number) {
+function createTftpMetrics(metrics: Metrics, active: () => number, rateLimitedClients: () => number) {
   const registers = [metrics.registry];
   return {
     received: new Counter({ name: 'metalbox_tftp_requests_received_total', help: 'Datagrams received on the TFTP request port', registers }),
@@ -456,6 +486,7 @@ function createTftpMetrics(metrics: Metrics, active: () => number) {
     malformed: new Counter({ name: 'metalbox_tftp_malformed_total', help: 'TFTP datagrams that could not be decoded', registers }),
     refused: new Counter({ name: 'metalbox_tftp_refused_total', help: 'TFTP requests answered with an ERROR (or ignored), by reason', labelNames: ['reason'], registers }),
     eventsDropped: new Counter({ name: 'metalbox_tftp_events_dropped_total', help: 'Boot-timeline events of TFTP reads not recorded (too many pending, or a store error)', registers }),
+    limiterClients: new Gauge({ name: 'metalbox_tftp_rate_limited_clients', help: 'Client addresses the TFTP rate limiter tracks (at most tftp.rateLimit.maxClients)', registers, collect() { this.set(rateLimitedClients()); } }),
     active: new Gauge({ name: 'metalbox_tftp_transfers_active', help: 'TFTP transfers in progress', registers, collect() { this.set(active()); } }),
   };
 }
