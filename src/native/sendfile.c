@@ -134,6 +134,8 @@ static void sf_run(sf_job *job, sf_job **finished) {
 
 static void *sf_main(void *arg) {
   (void)arg;
+  // Named, so top -H, /proc/PID/task/*/comm and the storm bench tell its CPU from libuv's pool threads.
+  pthread_setname_np(pthread_self(), "mb-sendfile");
   struct epoll_event events[SF_EVENTS];
   for (;;) {
     int n = epoll_wait(sf.epfd, events, SF_EVENTS, -1);

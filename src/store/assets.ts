@@ -35,6 +35,10 @@ const SHA256 = /^[0-9a-f]{64}$/;
 /** Large reads: a 100 MiB file in 100 reads, not 1,600 (the stream default is 64 KiB). */
 const READ_CHUNK = 1024 * 1024;
 const PROGRESS_EVERY_MS = 250;
+/** Bytes of each open blob kept in memory: HTTP sends them with the headers, then the rest by sendfile. */
+export const BLOB_HEAD_BYTES = 64 * 1024;
+/** Blobs kept open between downloads at most (one descriptor each); beyond, the idle ones are closed. */
+const OPEN_BLOBS_MAX = 32;
 const STALL_MS = 60_000;
 
 export interface ImageFile {
@@ -121,6 +125,12 @@ export function redactUrl(text: string): string {
   }
 }
 
+function freezeImage(image: BootImage): BootImage {
+  for (const f of Object.values(image.files)) Object.freeze(f);
+  Object.freeze(image.files);
+  return Object.freeze(image);
+}
+
 export function checkImageName(name: unknown): string {
   if (typeof name !== 'string' || !IMAGE_NAME.test(name)) {
     throw new MetalboxError('IMAGE_INVALID', `image name ${JSON.stringify(name)} must be 1-63 of a-z 0-9 . _ - starting with a letter or digit`);
@@ -128,11 +138,33 @@ export function checkImageName(name: unknown): string {
   return name;
 }
 
+/**
+ * A blob open for reading, shared by every download of it: a boot storm fetches the same kernel and initrd
+ * hundreds of times, and one descriptor (checked once against the record's size) and its first bytes in
+ * memory save each download an open, a stat, a read and a close on the thread pool. Blobs never change
+ * (named by their hash); a removed one stays readable through the descriptor until its last reader closes.
+ */
+export interface BlobReader {
+  readonly fd: number;
+  readonly size: number;
+  /** The blob's first min(size, BLOB_HEAD_BYTES) bytes. */
+  readonly head: Buffer;
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  /** Lets go of this reader (once; later calls do nothing). */
+  close(): Promise<void>;
+}
+
+interface OpenBlob { fh: FileHandle; size: number; head: Buffer; readers: number; retired: boolean }
+
 export class AssetStore {
   readonly blobsDir: string;
   private readonly tmpDir: string;
   /** Adds and removes, one at a time (see the header). */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Image records by name (`null`: known absent). Every change goes through add/remove, which update it. */
+  private readonly records = new Map<string, BootImage | null>();
+  /** Blobs open for reading (see BlobReader), oldest first. */
+  private readonly openBlobs = new Map<string, Promise<OpenBlob>>();
 
   constructor(readonly dir: string, private readonly store: Store) {
     this.blobsDir = join(dir, 'blobs');
@@ -156,9 +188,20 @@ export class AssetStore {
     return join(this.blobsDir, sha256);
   }
 
+  /** The image's record (frozen: shared by every caller), from memory after the first read. */
   async get(name: string): Promise<BootImage | undefined> {
     if (!IMAGE_NAME.test(name)) return undefined;
-    return (await this.store.images.get(name)) as BootImage | undefined;
+    const known = this.records.get(name);
+    if (known !== undefined) return known ?? undefined;
+    const generation = this.generation;
+    const record = (await this.store.images.get(name)) as BootImage | undefined;
+    const frozen = record ? freezeImage(record) : undefined;
+    // Not cached while an add or remove runs, nor when one ran during the read: it may have changed the record.
+    if (this.changing === 0 && generation === this.generation) {
+      if (this.records.size >= 1024) this.records.clear();
+      this.records.set(name, frozen ?? null);
+    }
+    return frozen;
   }
 
   async list(): Promise<BootImage[]> {
@@ -182,6 +225,70 @@ export class AssetStore {
       await fh?.close().catch(() => undefined);
       throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} is missing or damaged in the asset store: ${errnoCode(err) ?? (err as Error).message}`, { cause: err });
     }
+  }
+
+  /**
+   * A shared reader of a registered file (see BlobReader); close it when done. ASSET_MISSING as openBlob.
+   */
+  async readBlob(file: ImageFile): Promise<BlobReader> {
+    let opening = this.openBlobs.get(file.sha256);
+    if (opening) {
+      // Most recently used last: the idle blobs closed first are the ones not asked for longest.
+      this.openBlobs.delete(file.sha256);
+      this.openBlobs.set(file.sha256, opening);
+    } else {
+      opening = this.openShared(file);
+      this.openBlobs.set(file.sha256, opening);
+      opening.catch(() => { if (this.openBlobs.get(file.sha256) === opening) this.openBlobs.delete(file.sha256); });
+      this.trimOpenBlobs();
+    }
+    const blob = await opening;
+    if (blob.size !== file.size) throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} has ${blob.size} bytes, its record says ${file.size}`);
+    blob.readers++;
+    let closed = false;
+    return {
+      fd: blob.fh.fd, size: blob.size, head: blob.head,
+      read: (buffer, offset, length, position) => blob.fh.read(buffer, offset, length, position),
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        blob.readers--;
+        if (blob.retired && blob.readers === 0) await blob.fh.close().catch(() => undefined);
+      },
+    };
+  }
+
+  private async openShared(file: ImageFile): Promise<OpenBlob> {
+    const fh = await this.openBlob(file);
+    try {
+      const head = Buffer.allocUnsafe(Math.min(file.size, BLOB_HEAD_BYTES));
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      if (bytesRead !== head.length) throw new Error(`read ${bytesRead} of the first ${head.length} bytes`);
+      return { fh, size: file.size, head, readers: 0, retired: false };
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} cannot be read: ${errnoCode(err) ?? (err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Closes idle shared blobs beyond OPEN_BLOBS_MAX, least recently used first. */
+  private trimOpenBlobs(): void {
+    for (const sha of this.openBlobs.keys()) {
+      if (this.openBlobs.size <= OPEN_BLOBS_MAX) return;
+      this.retireBlob(sha, true);
+    }
+  }
+
+  /** Stops sharing a blob; its descriptor closes once its readers have closed. `idleOnly`: only if none reads it. */
+  private retireBlob(sha: string, idleOnly = false): void {
+    const opening = this.openBlobs.get(sha);
+    if (!opening) return;
+    void opening.then((blob) => {
+      if (idleOnly && blob.readers > 0) return;
+      if (this.openBlobs.get(sha) === opening) this.openBlobs.delete(sha);
+      blob.retired = true;
+      if (blob.readers === 0) void blob.fh.close().catch(() => undefined);
+    }, () => undefined);
   }
 
   /** Downloads/copies every file, then registers the image. Nothing is registered unless every file arrived whole. */
@@ -232,8 +339,21 @@ export class AssetStore {
 
   // ---------------------------------------------------------------------------------------------------------
 
+  /** Adds and removes in flight (they change records), and how many have begun: `get` caches only between them. */
+  private changing = 0;
+  private generation = 0;
+
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn);
+    const run = this.chain.then(async () => {
+      this.changing++;
+      this.generation++;
+      try {
+        return await fn();
+      } finally {
+        this.records.clear();
+        this.changing--;
+      }
+    });
     this.chain = run.catch(() => undefined);
     return run;
   }
@@ -246,6 +366,7 @@ export class AssetStore {
     let removed = 0;
     for (const sha of names) {
       if (referenced.has(sha)) continue;
+      this.retireBlob(sha);
       try {
         await unlink(join(this.blobsDir, sha));
         removed++;

@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, fstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AssetStore, IpxeBinaries, parseSource, redactUrl, type AssetProgress } from '../../src/store/assets.ts';
@@ -160,6 +160,67 @@ t.test('a blob missing or cut short is ASSET_MISSING, never served short', async
   await expectCode(t, assets.openBlob(image.files.kernel), 'ASSET_MISSING');
   rmSync(assets.blobPath(image.files.initrd.sha256));
   await expectCode(t, assets.openBlob(image.files.initrd), 'ASSET_MISSING');
+});
+
+t.test('records are read once and kept; an add or remove replaces what was kept', async (t) => {
+  const dir = workdir(t);
+  const f = files(dir);
+  const store = createMemoryStore();
+  let reads = 0;
+  const get = store.images.get.bind(store.images);
+  store.images.get = async (key: string) => { reads++; return get(key); };
+  const assets = new AssetStore(join(dir, 'assets'), store);
+  await assets.open();
+  t.equal(await assets.get('a'), undefined);
+  t.equal(await assets.get('a'), undefined, 'an absent image is remembered as absent...');
+  const before = reads;
+  const added = await assets.add({ name: 'a', files: { kernel: parseSource(f.k), initrd: parseSource(f.i) } }, { maxBytes: MAX });
+  t.same(await assets.get('a'), added, '...until it is added');
+  reads = 0;
+  for (let i = 0; i < 5; i++) await assets.get('a');
+  t.equal(reads, 0, 'then served from memory');
+  t.ok(before <= 1, `the first lookups read the store once (${before})`);
+  const kept = (await assets.get('a'))!;
+  t.ok(Object.isFrozen(kept) && Object.isFrozen(kept.files.kernel), 'the shared record is frozen');
+  // A get racing an add must not keep what it read before the add committed.
+  const racing = assets.get('b');
+  const b = await assets.add({ name: 'b', files: { kernel: parseSource(f.k), initrd: parseSource(f.k) } }, { maxBytes: MAX });
+  await racing;
+  t.same(await assets.get('b'), b, 'a lookup that raced the add does not hide it');
+  await assets.remove('a');
+  t.equal(await assets.get('a'), undefined, 'and a removed image is gone at once');
+});
+
+t.test('readBlob: one shared descriptor per blob with its head in memory; a removed blob stays readable until its readers close', async (t) => {
+  const dir = workdir(t);
+  const f = files(dir);
+  const assets = new AssetStore(join(dir, 'assets'), createMemoryStore());
+  await assets.open();
+  const image = await assets.add({ name: 'a', files: { kernel: parseSource(f.k), initrd: parseSource(f.i) } }, { maxBytes: MAX });
+  const [r1, r2] = await Promise.all([assets.readBlob(image.files.initrd), assets.readBlob(image.files.initrd)]);
+  t.equal(r1.fd, r2.fd, 'concurrent readers share one descriptor');
+  t.equal(r1.size, f.initrd.length);
+  t.same(r1.head, f.initrd.subarray(0, 64 * 1024), 'the first 64 KiB are in memory');
+  const buf = Buffer.alloc(1000);
+  await r1.read(buf, 0, 1000, 2_000_000);
+  t.same(buf, f.initrd.subarray(2_000_000, 2_001_000), 'positional reads');
+  const k = await assets.readBlob(image.files.kernel);
+  t.not(k.fd, r1.fd, 'another blob, another descriptor');
+  await k.close();
+  const fdOpen = (fd: number) => { try { fstatSync(fd); return true; } catch { return false; } };
+  t.ok(fdOpen(k.fd), 'an idle blob stays open for the next download');
+  await assets.remove('a');
+  await new Promise((r) => setImmediate(r));
+  t.notOk(existsSync(assets.blobPath(image.files.initrd.sha256)), 'the blob file is deleted');
+  t.notOk(fdOpen(k.fd), 'the idle removed blob is closed');
+  await r1.read(buf, 0, 1000, 0);
+  t.same(buf, f.initrd.subarray(0, 1000), 'a reader that was sending still reads the removed blob');
+  await r1.close();
+  await r1.close();
+  t.ok(fdOpen(r2.fd), 'open while one reader remains (a second close of the same reader counts once)');
+  await r2.close();
+  t.notOk(fdOpen(r2.fd), 'closed with the last reader');
+  await expectCode(t, assets.readBlob(image.files.initrd), 'ASSET_MISSING');
 });
 
 t.test('add from URLs on 127.0.0.1: redirects followed, progress, checksums; bad downloads rejected', async (t) => {

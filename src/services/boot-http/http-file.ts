@@ -59,8 +59,17 @@ export function noneMatch(header: string | undefined, etag: string): boolean {
   });
 }
 
+/** What a body is read from: a FileHandle, or a shared reader of the asset store (BlobReader). */
+export interface BodyFile {
+  readonly fd: number;
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+  /** The file's first bytes, when the caller has them in memory (they go with the headers, no read). */
+  readonly head?: Buffer;
+}
+
 export interface FileToSend {
-  fh: FileHandle;
+  fh: BodyFile | FileHandle;
   size: number;
   /** Strong entity tag, quoted. */
   etag: string;
@@ -110,8 +119,11 @@ export function sendFile(req: FastifyRequest, reply: FastifyReply, file: FileToS
   }
   if (file.body === 'stream') {
     // fastify pipes a ReadStream: a new buffer per read.
-    const stream: ReadStream = createReadStream('', { fd: file.fh, start, end, highWaterMark: file.readChunk });
-    onceOver(reply, (complete) => done({ status, bytes: complete ? length : Math.min(stream.bytesRead, length), complete }));
+    const stream: ReadStream = createReadStream('', { fd: file.fh.fd, start, end, highWaterMark: file.readChunk, autoClose: false });
+    onceOver(reply, (complete) => {
+      void file.fh.close().catch(() => undefined);
+      done({ status, bytes: complete ? length : Math.min(stream.bytesRead, length), complete });
+    });
     return reply.send(stream);
   }
   // sendfile, or our own read loop over recycled buffers (no fresh buffer, page faults or GC per chunk): we
@@ -154,10 +166,16 @@ function socketFd(req: FastifyRequest): number | undefined {
  * The first bytes through Node, so the headers go with them and their write callback tells that everything
  * Node had queued is in the kernel; then sendfile for the rest, cancelled if the response closes first.
  */
-async function viaSendfile(fh: FileHandle, res: ServerResponse, fd: number, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
-  const first = Buffer.allocUnsafe(SENDFILE_FIRST);
-  const { bytesRead } = await fh.read(first, 0, SENDFILE_FIRST, start);
-  if (bytesRead !== SENDFILE_FIRST) throw new Error(`file ended at ${start + bytesRead}, expected ${start + length}`);
+async function viaSendfile(fh: BodyFile | FileHandle, res: ServerResponse, fd: number, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
+  const head = 'head' in fh ? fh.head : undefined;
+  let first: Buffer;
+  if (start === 0 && head !== undefined && head.length >= SENDFILE_FIRST) {
+    first = head.subarray(0, SENDFILE_FIRST);
+  } else {
+    first = Buffer.allocUnsafe(SENDFILE_FIRST);
+    const { bytesRead } = await fh.read(first, 0, SENDFILE_FIRST, start);
+    if (bytesRead !== SENDFILE_FIRST) throw new Error(`file ended at ${start + bytesRead}, expected ${start + length}`);
+  }
   await new Promise<void>((resolve, reject) => res.write(first, (err) => (err ? reject(err) : resolve())));
   progress.handed += SENDFILE_FIRST;
   const rest = { start: start + SENDFILE_FIRST, length: length - SENDFILE_FIRST };
@@ -207,7 +225,7 @@ function giveBuffer(buf: Buffer): void {
  * response. A buffer is reused only once its write has completed (the socket no longer references it).
  * Stops early, without error, when the response is destroyed (client gone). True when all was handed over.
  */
-async function pump(fh: FileHandle, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
+async function pump(fh: BodyFile | FileHandle, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
   const free: Buffer[] = [];
   let owned = 0;
   let wake: (() => void) | undefined;

@@ -83,11 +83,22 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
     });
     app.addHook('onClose', async () => clearInterval(pruner));
 
+    /**
+     * The MAC each client address last fetched its script for: the subject of its kernel and initrd events
+     * without a lease read per file. Bounded (oldest forgotten first); a miss reads the lease as before.
+     */
+    const scriptMacs = new Map<string, string>();
+    const rememberMac = (client: string, mac: string) => {
+      scriptMacs.delete(client);
+      if (scriptMacs.size >= 4096) scriptMacs.delete(scriptMacs.keys().next().value!);
+      scriptMacs.set(client, mac);
+    };
+
     /** Appends the request's timeline event; a failure to record never fails the boot. */
     const record = (req: FastifyRequest, subject: string | undefined, o: SendOutcome, extra: Record<string, unknown> = {}) => {
       void (async () => {
         const client = clientAddress(req);
-        const who = subject ?? (await leaseMac(deps.store, client)) ?? client;
+        const who = subject ?? scriptMacs.get(client) ?? (await leaseMac(deps.store, client)) ?? client;
         await deps.events.append(bootEvent(req, who, client, o, extra));
       })().catch((err: unknown) => limited('warn', 'boot-event', { err }, 'could not record a boot event'));
     };
@@ -150,7 +161,7 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
         const image = await deps.assets.get(name);
         const entry = image?.files[file as ImageFileRole];
         if (!image || !entry) throw notFound(image ? `image "${name}" has no ${file}` : `no image "${name}"`);
-        const fh = await deps.assets.openBlob(entry);
+        const fh = await deps.assets.readBlob(entry);
         // Cached copies revalidate: an image name can be removed and re-added with other content.
         return sendFile(req, reply, {
           fh, size: entry.size, etag: `"${entry.sha256}"`,
@@ -177,6 +188,7 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
         return sendScript(req, reply, undefined, text, { script: 'chain' });
       }
       const subject = mac ?? id.uuid;
+      if (mac !== undefined) rememberMac(clientAddress(req), mac);
       const plan = planBoot(machine);
       const facts = { plan: plan.kind, ...(machine ? { machineId: machine.id } : {}) };
       if (plan.kind === 'local-disk') return sendScript(req, reply, subject, localDiskScript(plan), facts);
