@@ -516,6 +516,10 @@ async function measure(stack: StackName, round: number): Promise<Run> {
   const dir = mkdtempSync(join(workDir, `${round}-${stack}-`));
   chmodSync(dir, 0o755);
   resetClientAddresses();
+  // The previous run's ARP entries (another stack leased other addresses) would fill the neighbour table
+  // (gc_thresh3, 1,024 by default): the second stack of a round then lost its unicast replies (iPXE's DHCP stalled
+  // for 18 s on 483 of 500 machines, whichever stack ran second).
+  for (const ns of [srv, cli]) sh('ip', ['-n', ns, 'neigh', 'flush', 'all']);
   const server = stack === 'metalbox' ? await startMetalbox(dir) : await startClassic(dir);
   try {
     if (WARMUP > 0) {
