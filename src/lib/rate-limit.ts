@@ -44,33 +44,42 @@ interface Bucket {
   refused: number;
 }
 
-export class RateLimiter<K = string> {
-  private current = new Map<K, Bucket>();
-  private previous = new Map<K, Bucket>();
-  private readonly generation: number;
-  private readonly perSecond: number;
-  private readonly burst: number;
-  private readonly notifyIntervalS: number;
-  private readonly notifyEvery: number;
+/** The settings and counters both limiters share, checked once here. */
+abstract class LimiterBase {
+  protected readonly generation: number;
+  protected readonly perSecond: number;
+  protected readonly burst: number;
+  protected readonly notifyIntervalS: number;
+  protected readonly notifyEvery: number;
   /** Clients forgotten to stay under maxClients (a gauge of pressure). */
   evicted = 0;
   /** Checks refused ('drop' or 'notify') since the limiter was made. */
   refused = 0;
 
-  constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
-    if (!(o.perSecond >= 0) || !(o.burst >= 1) || !(o.maxClients >= 2)) throw new RangeError('RateLimiter: perSecond >= 0, burst >= 1, maxClients >= 2');
+  constructor(name: string, o: RateLimitOptions, n: NotifyOptions) {
+    if (!(o.perSecond >= 0) || !(o.burst >= 1) || !(o.maxClients >= 2)) throw new RangeError(`${name}: perSecond >= 0, burst >= 1, maxClients >= 2`);
     this.perSecond = o.perSecond;
     this.burst = o.burst;
     this.generation = Math.floor(o.maxClients / 2);
     this.notifyIntervalS = n.notifyIntervalS ?? 0;
     this.notifyEvery = n.notifyEvery ?? 0;
-    if (!(this.notifyIntervalS >= 0) || !(this.notifyEvery >= 0)) throw new RangeError('RateLimiter: notifyIntervalS >= 0, notifyEvery >= 0');
+    if (!(this.notifyIntervalS >= 0) || !(this.notifyEvery >= 0)) throw new RangeError(`${name}: notifyIntervalS >= 0, notifyEvery >= 0`);
   }
 
   /** Limiting is on (perSecond > 0). */
   get enabled(): boolean {
     return this.perSecond > 0;
   }
+}
+
+export class RateLimiter<K = string> extends LimiterBase {
+  private current = new Map<K, Bucket>();
+  private previous = new Map<K, Bucket>();
+
+  constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
+    super('RateLimiter', o, n);
+  }
+
 
   /** Clients tracked now (never above maxClients). */
   get size(): number {
@@ -158,34 +167,17 @@ const REFUSED = 4;
  * bounds; the arrays (40 octets x 2 x the next power of two of maxClients/2, per generation: 2.6 MiB each for
  * 65,536 clients) are made at the first check, so a limiter turned off costs nothing.
  */
-export class NumberRateLimiter {
+export class NumberRateLimiter extends LimiterBase {
   private current: Table | undefined;
   private previous: Table | undefined;
-  private readonly generation: number;
   private readonly mask: number;
-  private readonly perSecond: number;
-  private readonly burst: number;
-  private readonly notifyIntervalS: number;
-  private readonly notifyEvery: number;
-  evicted = 0;
-  refused = 0;
 
   constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
-    if (!(o.perSecond >= 0) || !(o.burst >= 1) || !(o.maxClients >= 2)) throw new RangeError('NumberRateLimiter: perSecond >= 0, burst >= 1, maxClients >= 2');
-    this.perSecond = o.perSecond;
-    this.burst = o.burst;
-    this.generation = Math.floor(o.maxClients / 2);
+    super('NumberRateLimiter', o, n);
     // Load factor at most 1/2: probes stay short.
     let capacity = 2;
     while (capacity < 2 * this.generation) capacity *= 2;
     this.mask = capacity - 1;
-    this.notifyIntervalS = n.notifyIntervalS ?? 0;
-    this.notifyEvery = n.notifyEvery ?? 0;
-    if (!(this.notifyIntervalS >= 0) || !(this.notifyEvery >= 0)) throw new RangeError('NumberRateLimiter: notifyIntervalS >= 0, notifyEvery >= 0');
-  }
-
-  get enabled(): boolean {
-    return this.perSecond > 0;
   }
 
   get size(): number {
