@@ -87,7 +87,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Lab, canBuildLab, sh } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
-import { cpuTimes, formatThreadTimes, threadTimes, formatTable, median, onCleanup, percentile, procSample, runQueueSeconds, scratchRoot, udpCounters } from '../helpers/bench-util.ts';
+import { cpuTimes, formatThreadTimes, threadTimes, formatTable, median, onCleanup, percentile, procSample, runQueueSeconds, scratchRoot, udpCounters, stopChild } from '../helpers/bench-util.ts';
 import { openLevelStore } from '../../src/store/level-store.ts';
 
 const SCENARIOS = ['rate', 'flood', 'avalanche'] as const;
@@ -328,14 +328,6 @@ async function waitReady(what: string, out: { text: () => string }, child: Child
     if (Date.now() > end) throw new Error(`${what} not ready after ${timeoutMs / 1000} s:\n${out.text()}`);
     await sleep(200);
   }
-}
-
-async function stopChild(child: ChildProcess, exited: Promise<number>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  await exited;
-  clearTimeout(killer);
 }
 
 function assertProcess(pid: number, comm: string): void {

@@ -73,7 +73,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Lab, canBuildLab, sh } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
-import { cpuTimes, formatTable, formatThreadTimes, median, nginxConf, onCleanup, percentile, procSample, scratchRoot, threadTimes, udpCounters } from '../helpers/bench-util.ts';
+import { cpuTimes, formatTable, formatThreadTimes, median, nginxConf, onCleanup, percentile, procSample, scratchRoot, threadTimes, udpCounters, stopChild } from '../helpers/bench-util.ts';
 import { PHASES, stormLines, type MachineResult, type Phase, type StormEvent, type SummaryEvent } from '../helpers/storm-client.ts';
 import { openLevelStore } from '../../src/store/level-store.ts';
 
@@ -248,14 +248,6 @@ function collect(child: ChildProcess): { text: () => string; exited: Promise<num
   child.stderr?.setEncoding('utf8').on('data', (d: string) => { text += d; });
   const exited = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : -1))));
   return { text: () => text, exited };
-}
-
-async function stopChild(child: ChildProcess, exited: Promise<number>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  await exited;
-  clearTimeout(killer);
 }
 
 /** Children of a process (nginx's worker), from /proc. */

@@ -2,7 +2,7 @@
 // from /proc, how busy each CPU was (the machine is shared), the kernel's UDP counters of a namespace,
 // percentiles and medians, a plain-text table, a scratch directory on a real disk, and a cleanup that runs
 // however the run ends (normal exit, an exception, Ctrl-C).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -207,4 +207,13 @@ http {
   server { listen 127.0.0.1:${port}; root ${root}; }
 }
 `;
+}
+
+/** SIGTERM, then SIGKILL after 20 s; resolves once `exited` (the child's close) has. */
+export async function stopChild(child: ChildProcess, exited: Promise<number>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  await exited;
+  clearTimeout(killer);
 }

@@ -1,9 +1,11 @@
 // `metalbox serve` (src/main.ts, from source) inside a lab namespace, for the rate-limit tests: started until
 // "metalbox ready", its log, /metrics (curl inside the namespace), its resident memory (/proc), and a stop.
 import { execFile, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Lab } from './netns.ts';
+import type { Test } from 'tap';
+import { Lab } from './netns.ts';
 import { ROOT } from './process.ts';
 
 export interface Served {
@@ -14,6 +16,27 @@ export interface Served {
   /** VmRSS and VmHWM of the server process, MiB. */
   memory(): { rssMiB: number; peakMiB: number };
   stop(): Promise<void>;
+}
+
+/** The two-namespace lab these tests share: srv (p0 10.77.0.1/24, the server) and cl (q0 10.77.0.50/24, the peers). */
+export interface ServerLab {
+  L: Lab;
+  dir: string;
+  srv: string;
+  cl: string;
+  /** Starts `metalbox serve` in srv with this config; stopped, with the lab and `dir`, at the test's end. */
+  serve(yaml: string): Promise<Served>;
+}
+
+export function serverLab(t: Test, name: string): ServerLab {
+  const L = new Lab(name);
+  const dir = mkdtempSync(join(tmpdir(), `${name}-`));
+  const held: { served?: Served } = {};
+  t.teardown(async () => { await held.served?.stop(); L.destroy(); rmSync(dir, { recursive: true, force: true }); });
+  const srv = L.ns('srv');
+  const cl = L.ns('cl');
+  L.link({ ns: srv, ifname: 'p0', cidr: '10.77.0.1/24' }, { ns: cl, ifname: 'q0', cidr: '10.77.0.50/24' });
+  return { L, dir, srv, cl, serve: async (yaml) => (held.served = await serveIn(L, srv, dir, yaml)) };
 }
 
 /** A command in a namespace, without blocking the event loop: stdout + stderr. */

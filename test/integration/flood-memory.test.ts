@@ -8,12 +8,11 @@
 //   ns srv: p0 10.77.0.1/24   metalbox serve, interfaces [p0]; 10.128.0.0/9 and 10.77.1.0/24 routed back via 10.77.0.50
 //   ns cl:  q0 10.77.0.50/24 + 10.77.1.1-250/32: the flooders (test/helpers/flood-peer.py)
 import t from 'tap';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, canBuildLab, sh } from '../helpers/netns.ts';
+import { canBuildLab, sh } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
-import { runIn, serveIn, type Served } from '../helpers/serve-ns.ts';
+import { runIn, serverLab } from '../helpers/serve-ns.ts';
 
 const PEER = join(ROOT, 'test/helpers/flood-peer.py');
 const SECONDS = 4;
@@ -28,13 +27,7 @@ if (!lab.ok) {
   t.fail(`cannot build the lab: ${lab.why}`);
 } else {
   t.test('memory stays bounded under a flood from many sources', { timeout: 300_000 }, async (t) => {
-    const L = new Lab('mbfm');
-    const dir = mkdtempSync(join(tmpdir(), 'rl-flood-'));
-    const server: { served?: Served } = {};
-    t.teardown(async () => { await server.served?.stop(); L.destroy(); rmSync(dir, { recursive: true, force: true }); });
-    const srv = L.ns('srv');
-    const cl = L.ns('cl');
-    L.link({ ns: srv, ifname: 'p0', cidr: '10.77.0.1/24' }, { ns: cl, ifname: 'q0', cidr: '10.77.0.50/24' });
+    const { L, dir, srv, cl, serve } = serverLab(t, 'mbfm');
     L.exec(srv, 'ip', ['route', 'add', '10.128.0.0/9', 'via', '10.77.0.50']);
     L.exec(srv, 'ip', ['route', 'add', '10.77.1.0/24', 'via', '10.77.0.50']);
     sh('ip', ['-n', cl, '-batch', '-'], { input: Array.from({ length: 250 }, (_, i) => `addr add 10.77.1.${i + 1}/32 dev q0`).join('\n') + '\n' });
@@ -43,7 +36,7 @@ if (!lab.ok) {
     writeFileSync(join(root, 'hello.txt'), 'hello\n');
 
     const limit = `maxClients: ${MAX_CLIENTS}`;
-    const served = server.served = await serveIn(L, srv, dir, `
+    const served = await serve(`
 stateDir: ${join(dir, 'state')}
 http: { listen: "0.0.0.0:5240" }
 https: { listen: "0.0.0.0:5443" }

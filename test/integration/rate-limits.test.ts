@@ -11,12 +11,11 @@
 //   ns srv: p0 10.77.0.1/24   metalbox serve (src/main.ts), interfaces [p0]
 //   ns cl:  q0 10.77.0.50/24  the clients
 import t from 'tap';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, canBuildLab } from '../helpers/netns.ts';
+import { canBuildLab } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
-import { runIn, serveIn, type Served } from '../helpers/serve-ns.ts';
+import { runIn, serverLab } from '../helpers/serve-ns.ts';
 
 const PEER = join(ROOT, 'test/helpers/flood-peer.py');
 
@@ -25,19 +24,13 @@ if (!lab.ok) {
   t.fail(`cannot build the lab: ${lab.why}`);
 } else {
   t.test('rate limits with real clients', { timeout: 240_000 }, async (t) => {
-    const L = new Lab('mbrl');
-    const dir = mkdtempSync(join(tmpdir(), 'rl-rate-'));
-    const server: { served?: Served } = {};
-    t.teardown(async () => { await server.served?.stop(); L.destroy(); rmSync(dir, { recursive: true, force: true }); });
-    const srv = L.ns('srv');
-    const cl = L.ns('cl');
-    L.link({ ns: srv, ifname: 'p0', cidr: '10.77.0.1/24' }, { ns: cl, ifname: 'q0', cidr: '10.77.0.50/24' });
+    const { dir, cl, serve } = serverLab(t, 'mbrl');
     const root = join(dir, 'tftp');
     mkdirSync(root);
     writeFileSync(join(root, 'hello.txt'), 'hello\n');
 
     // Slow refill (one token every 5 s at most) so what the test sees does not depend on how fast it runs.
-    const served = server.served = await serveIn(L, srv, dir, `
+    const served = await serve(`
 stateDir: ${join(dir, 'state')}
 http: { listen: "0.0.0.0:5240" }
 https: { listen: "0.0.0.0:5443" }

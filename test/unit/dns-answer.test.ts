@@ -7,7 +7,8 @@ import { CLASS, decodeDns, encodeDns, OPCODE, RCODE, TYPE, type DnsMessage, type
 import { handleQuery, type Decision, type QueryContext } from '../../src/services/dns/answer.ts';
 import { AutoRecords } from '../../src/services/dns/auto.ts';
 import { cacheTtl, Forwarder, forwardedReply, type ForwardSocket } from '../../src/services/dns/forwarder.ts';
-import { ptrName, Zone, type ManualRecord } from '../../src/services/dns/zone.ts';
+import { ptrName, Zone } from '../../src/services/dns/zone.ts';
+import { MANUAL_RECORDS } from '../helpers/dns-records.ts';
 
 const DOMAIN = 'rack.internal';
 const REVERSE = '0.77.10.in-addr.arpa';
@@ -37,21 +38,7 @@ function setup(clock = { now: Date.parse('2030-01-01T00:00:00Z') }) {
 }
 
 const data = (m: DnsMessage) => m.answers.map((a) => a.data);
-const MANUAL: ManualRecord[] = [
-  { name: 'web.rack.internal', type: 'A', value: '10.77.0.5', ttl: 300 },
-  { name: 'web.rack.internal', type: 'AAAA', value: '2001:db8::5' },
-  { name: 'www.rack.internal', type: 'CNAME', value: 'web.rack.internal' },
-  { name: 'chain.rack.internal', type: 'CNAME', value: 'www.rack.internal' },
-  { name: 'away.rack.internal', type: 'CNAME', value: 'example.org' },
-  { name: 'loop1.rack.internal', type: 'CNAME', value: 'loop2.rack.internal' },
-  { name: 'loop2.rack.internal', type: 'CNAME', value: 'loop1.rack.internal' },
-  { name: '_ldap._tcp.rack.internal', type: 'SRV', value: '0 5 389 web.rack.internal', priority: 0, weight: 5, port: 389, target: 'web.rack.internal' },
-  { name: 'rack.internal', type: 'MX', value: '10 web.rack.internal', priority: 10, target: 'web.rack.internal' },
-  { name: 'rack.internal', type: 'TXT', value: 'v=spf1 -all' },
-  { name: '*.apps.rack.internal', type: 'A', value: '10.77.0.6' },
-  { name: 'lab.rack.internal', type: 'NS', value: 'ns1.lab.rack.internal' },
-  { name: 'ns1.lab.rack.internal', type: 'A', value: '10.77.0.7' },
-];
+const MANUAL = MANUAL_RECORDS;
 
 t.test('authoritative answers', async (t) => {
   const s = setup();

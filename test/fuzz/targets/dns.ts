@@ -15,6 +15,7 @@ import type * as DnsZone from '../../../src/services/dns/zone.ts';
 import type { MetalboxError } from '../../../src/lib/errors.ts';
 import type { DnsMessage, DnsRecord } from '../../../src/protocols/dns/index.ts';
 import type { ManualRecord } from '../../../src/services/dns/zone.ts';
+import { MANUAL_RECORDS } from '../../helpers/dns-records.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
 import { corpus, expectDecodeError, expectEqual, golden, InvariantError, words } from './common.ts';
@@ -24,21 +25,8 @@ type Dns = typeof DnsCodec
   & Pick<typeof DnsZone, 'Zone'>
   & { MetalboxError: typeof MetalboxError };
 
-const MANUAL: ManualRecord[] = [
-  { name: 'web.rack.internal', type: 'A', value: '10.77.0.5', ttl: 300 },
-  { name: 'web.rack.internal', type: 'AAAA', value: '2001:db8::5' },
-  { name: 'www.rack.internal', type: 'CNAME', value: 'web.rack.internal' },
-  { name: 'away.rack.internal', type: 'CNAME', value: 'example.org' },
-  { name: 'loop1.rack.internal', type: 'CNAME', value: 'loop2.rack.internal' },
-  { name: 'loop2.rack.internal', type: 'CNAME', value: 'loop1.rack.internal' },
-  { name: '_ldap._tcp.rack.internal', type: 'SRV', value: '0 5 389 web.rack.internal', priority: 0, weight: 5, port: 389, target: 'web.rack.internal' },
-  { name: 'rack.internal', type: 'MX', value: '10 web.rack.internal', priority: 10, target: 'web.rack.internal' },
-  { name: 'rack.internal', type: 'TXT', value: 'v=spf1 -all' },
-  { name: '*.apps.rack.internal', type: 'A', value: '10.77.0.6' },
-  { name: 'lab.rack.internal', type: 'NS', value: 'ns1.lab.rack.internal' },
-  { name: 'ns1.lab.rack.internal', type: 'A', value: '10.77.0.7' },
-  { name: '5.0.77.10.in-addr.arpa', type: 'PTR', value: 'web.rack.internal' },
-];
+// The answer tests' records, plus a PTR in the reverse zone.
+const MANUAL: ManualRecord[] = [...MANUAL_RECORDS, { name: '5.0.77.10.in-addr.arpa', type: 'PTR', value: 'web.rack.internal' }];
 
 /** The message with every domain name in lower case (what "equal" means for names, RFC 4343). */
 function foldNames(m: DnsMessage): DnsMessage {
