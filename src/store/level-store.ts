@@ -43,9 +43,10 @@ const MIGRATE_BATCH = 500;
 
 /**
  * Kept in memory as well as on disk: leases (the DHCP hot path writes one per ACK), users and tokens (every API
- * request checks its token and its owner). All are bounded: addresses of the pools, people, live credentials.
+ * request checks its token and its owner), settings (every boot script reads the ephemeral image's name). All are
+ * bounded: addresses of the pools, people, live credentials, a few operator settings.
  */
-export const DEFAULT_RESIDENT: readonly CollectionName[] = ['leases', 'users', 'tokens'];
+export const DEFAULT_RESIDENT: readonly CollectionName[] = ['leases', 'users', 'tokens', 'settings'];
 
 export interface LevelStoreOptions {
   /** `false`: every write() is its own sync batch, one at a time (the benchmark's baseline). Default true. */

@@ -180,8 +180,10 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
     async function script(req: FastifyRequest, reply: FastifyReply, id: Identity): Promise<FastifyReply> {
       const baseUrl = serverUrl(req);
       let machine: MachineRecord | undefined;
-      if (id.mac !== undefined) machine = await deps.store.machines.getBy('mac', id.mac);
-      if (machine === undefined && id.uuid !== undefined) machine = await deps.store.machines.getBy('uuid', id.uuid);
+      // The registry (with the agent API) holds every machine in memory and writes them: no store read per script.
+      const registry = deps.agent?.registry;
+      if (id.mac !== undefined) machine = registry ? registry.byMac(id.mac) : await deps.store.machines.getBy('mac', id.mac);
+      if (machine === undefined && id.uuid !== undefined) machine = registry ? registry.byUuid(id.uuid) : await deps.store.machines.getBy('uuid', id.uuid);
       const mac = id.mac ?? machine?.macs[0] ?? (await leaseMac(deps.store, clientAddress(req)));
       if (mac === undefined && id.uuid === undefined) {
         const text = chainScript(baseUrl);
