@@ -3,6 +3,8 @@
 //
 // Exit codes: 0 success; 1 runtime failure (store locked, corrupt or unusable, a service failed,
 // a fatal error while serving); 2 bad command line or bad config.
+// First: sizes libuv's thread pool before anything can start it.
+import './lib/threadpool.ts';
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';

@@ -318,7 +318,8 @@ async function startMetalbox(dir: string): Promise<RunningStack> {
     'ntp: { enabled: false }',
     '',
   ].join('\n'));
-  const env: NodeJS.ProcessEnv = { ...process.env, METALBOX_RUNTIME_DIR: join(dir, 'run') };
+  // The binary sizes libuv's pool itself (src/lib/threadpool.ts); run from source, tsx starts the pool first.
+  const env: NodeJS.ProcessEnv = { UV_THREADPOOL_SIZE: '16', ...process.env, METALBOX_RUNTIME_DIR: join(dir, 'run') };
   delete env.NOTIFY_SOCKET;
   // Registered before the start (the store is not locked yet): the files are copied into the asset store.
   sh(process.execPath, ['--import', TSX, join(ROOT, 'src/main.ts'), 'images', 'add', 'storm', '--kernel', kernelFile, '--initrd', initrdFile, '--config', config]);

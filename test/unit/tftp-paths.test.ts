@@ -2,7 +2,7 @@
 // symlinks pointing out (file and directory) and in, a FIFO, a directory, and the iPXE and generated sources.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMetalboxError } from '../../src/lib/errors.ts';
@@ -110,6 +110,32 @@ t.test('root source: reads stream by offset', async (t) => {
   t.ok((await f.read(0, 1000)).equals(big.subarray(0, 1000)));
   t.ok((await f.read(150_000, 65_536)).equals(big.subarray(150_000)), 'a read past the end is short');
   t.equal((await f.read(big.length, 10)).length, 0, 'at the end: empty');
+  await f.close();
+});
+
+t.test('root source: small files are read once and served from memory until they change', async (t) => {
+  const src = await createRootSource(root);
+  const file = join(root, 'menu.ipxe');
+  writeFileSync(file, 'version one\n');
+  const when = new Date('2026-01-02T03:04:05Z'); // whole seconds: utimes can set it back exactly
+  utimesSync(file, when, when);
+  const open = async () => read((await src.open('menu.ipxe', { address: '10.0.0.5' }))!);
+  t.equal(await open(), 'version one\n');
+  // Rewritten in place with the same size and the old mtime: still the copy in memory (the key is dev, inode,
+  // size and mtime), which proves it is not read again.
+  writeFileSync(file, 'version two\n');
+  utimesSync(file, when, when);
+  t.equal(await open(), 'version one\n', 'served from memory');
+  writeFileSync(file, 'version three, longer\n');
+  t.equal(await open(), 'version three, longer\n', 'a changed size (and mtime) reads it again');
+  rmSync(file);
+  writeFileSync(file, 'version four\n');
+  t.equal(await open(), 'version four\n', 'a replaced file (new inode) too');
+  const big = Buffer.alloc(1024 * 1024 + 1, 7);
+  writeFileSync(join(root, 'large.bin'), big);
+  const f = (await src.open('large.bin', { address: '10.0.0.5' }))!;
+  t.equal(f.size, big.length, 'past 1 MiB a file is read from disk by offset, as before');
+  t.ok((await f.read(1024 * 1024, 10)).equals(big.subarray(1024 * 1024)));
   await f.close();
 });
 

@@ -6,7 +6,7 @@
 // Every name is checked by `checkTftpPath` before any source sees it. The root source checks again and,
 // after opening, asks the kernel where the opened file really is (/proc/self/fd): a symlink, or a
 // directory swapped for one between the check and the open, cannot lead outside the root.
-import { closeSync, constants, fstatSync, openSync, read as fsRead, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, read as fsRead, readlinkSync, readSync, realpathSync, type Stats } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { errnoCode, MetalboxError } from '../../lib/errors.ts';
@@ -121,6 +121,43 @@ export function bufferFile(data: Buffer): TftpFile {
   };
 }
 
+/**
+ * Small files (the iPXE loaders, menus, pxelinux configs) are read whole once and served from memory: a boot
+ * storm fetches the same undionly.kpxe hundreds of times, and each transfer would otherwise read it again
+ * through the thread pool. Keyed by device, inode, size and mtime, so a replaced or rewritten file is read anew;
+ * bounded (least recently used dropped first).
+ */
+const SMALL_FILE_BYTES = 1024 * 1024;
+const SMALL_CACHE_BYTES = 32 * 1024 * 1024;
+const smallFiles = new Map<string, Buffer>();
+let smallBytes = 0;
+
+function smallFile(fd: number, st: Stats, rel: string): TftpFile {
+  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  let data = smallFiles.get(key);
+  if (data) {
+    smallFiles.delete(key);
+  } else {
+    // Synchronous, like the open and fstat above: at most 1 MiB, once per version of the file.
+    data = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    while (got < data.length) {
+      const n = readSync(fd, data, got, data.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== data.length) throw readFailed(rel, new Error(`read ${got} of ${st.size} bytes`));
+    smallBytes += data.length;
+    for (const [k, v] of smallFiles) {
+      if (smallBytes <= SMALL_CACHE_BYTES) break;
+      smallFiles.delete(k);
+      smallBytes -= v.length;
+    }
+  }
+  smallFiles.set(key, data);
+  return bufferFile(data);
+}
+
 // O_NONBLOCK: opening a FIFO someone left in the root must not hang a libuv thread; it has no effect on
 // regular files. O_NOCTTY: a tty in the root must not become our controlling terminal.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
@@ -157,6 +194,11 @@ async function openIn(realDir: string, rel: string, confine: boolean): Promise<T
     if (!st.isFile()) {
       closeSync(fd);
       return undefined;
+    }
+    if (st.size <= SMALL_FILE_BYTES) {
+      const file = smallFile(fd, st, rel);
+      closeSync(fd);
+      return file;
     }
     return new DiskFile(fd, st.size, rel);
   } catch (err) {
