@@ -24,8 +24,8 @@ export interface ServerLab {
   dir: string;
   srv: string;
   cl: string;
-  /** Starts `metalbox serve` in srv with this config; stopped, with the lab and `dir`, at the test's end. */
-  serve(yaml: string): Promise<Served>;
+  /** Starts `metalbox serve` in srv with this config (and node flags); stopped, with the lab and `dir`, at the test's end. */
+  serve(yaml: string, nodeArgs?: string[]): Promise<Served>;
 }
 
 export function serverLab(t: Test, name: string): ServerLab {
@@ -36,7 +36,7 @@ export function serverLab(t: Test, name: string): ServerLab {
   const srv = L.ns('srv');
   const cl = L.ns('cl');
   L.link({ ns: srv, ifname: 'p0', cidr: '10.77.0.1/24' }, { ns: cl, ifname: 'q0', cidr: '10.77.0.50/24' });
-  return { L, dir, srv, cl, serve: async (yaml) => (held.served = await serveIn(L, srv, dir, yaml)) };
+  return { L, dir, srv, cl, serve: async (yaml, nodeArgs) => (held.served = await serveIn(L, srv, dir, yaml, nodeArgs)) };
 }
 
 /** A command in a namespace, without blocking the event loop: stdout + stderr. */
@@ -46,10 +46,10 @@ export function runIn(ns: string, cmd: string, args: string[], timeoutMs = 60_00
   });
 }
 
-export async function serveIn(L: Lab, ns: string, dir: string, yaml: string): Promise<Served> {
+export async function serveIn(L: Lab, ns: string, dir: string, yaml: string, nodeArgs: string[] = []): Promise<Served> {
   const config = join(dir, 'metalbox.yaml');
   writeFileSync(config, yaml);
-  const child = L.spawn(ns, process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), 'serve', '--config', config], { ...process.env, NOTIFY_SOCKET: '' });
+  const child = L.spawn(ns, process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'serve', '--config', config], { ...process.env, NOTIFY_SOCKET: '' });
   let log = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { log += d; });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d; });
