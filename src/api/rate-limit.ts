@@ -16,6 +16,7 @@ import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge } from 'prom-client';
 import Value from 'typebox/value';
 import { ConfigSchema, type Config } from '../config/schema.ts';
+import { isLoopbackAddress } from '../lib/ipv4.ts';
 import { limitedLogger } from '../lib/log-limit.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { Metrics } from '../lib/metrics.ts';
@@ -64,7 +65,7 @@ export function registerRateLimits(app: FastifyInstance, deps: HttpRateLimitDeps
     if (scope === undefined) return done();
     const limiter = limiters[scope];
     const key = req.ip;
-    if (!limiter.enabled || isLoopback(key)) return done();
+    if (!limiter.enabled || isLoopbackAddress(key)) return done();
     const t = now() / 1000;
     if (limiter.allow(key, t)) return done();
     counts[scope]++;
@@ -73,8 +74,4 @@ export function registerRateLimits(app: FastifyInstance, deps: HttpRateLimitDeps
     // Answered here: done() is not called, so nothing after this hook (authentication, the route) runs.
     void reply.code(429).header('retry-after', String(after)).send(rateLimitedBody(`too many requests from this address; try again in ${after} s`));
   });
-}
-
-function isLoopback(ip: string): boolean {
-  return ip.startsWith('127.') || ip === '::1' || ip.startsWith('::ffff:127.');
 }

@@ -31,6 +31,16 @@ export function parseIPv4(text: string): number | undefined {
   return (value * 256 + octet) >>> 0;
 }
 
+/** 127.0.0.0/8, as a number: this host, which no packet from the network can claim. */
+export function isLoopbackIPv4(n: number): boolean {
+  return n >>> 24 === 127;
+}
+
+/** A peer's address as text (IPv4, IPv6 or IPv4-mapped IPv6) names this host. */
+export function isLoopbackAddress(text: string): boolean {
+  return text.startsWith('127.') || text === '::1' || text.startsWith('::ffff:127.');
+}
+
 export function formatIPv4(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }

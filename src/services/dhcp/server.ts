@@ -8,7 +8,7 @@ import { cidrContains, formatIPv4, parseCidr, parseIPv4, parseRange, type Cidr }
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
 import { NumberRateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { parseMac } from '../../lib/mac.ts';
+import { formatMac, parseMac } from '../../lib/mac.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { arpAdd, BATCH, BATCH_WORDS, openUdpBatchSocket, type DatagramBatch, type UdpBatchSocket } from '../../lib/udp-socket.ts';
 import { decodeDhcp, encodeDhcp, hwAddress, MESSAGE_TYPE, type DhcpPacket } from '../../protocols/dhcp/index.ts';
@@ -214,7 +214,7 @@ export class DhcpService implements Service {
           const verdict = this.limiter.check(key, seconds);
           if (verdict !== 'allow') {
             this.rateDropped.inc();
-            if (verdict === 'notify') this.log('warn', 'rate-limited', { ifname: listener.ifname, mac: hwText(data, at + 28), from: formatIPv4(meta[r + BATCH.ADDRESS]!), clients: this.limiter.size }, 'DHCP client over its rate limit: its messages are dropped');
+            if (verdict === 'notify') this.log('warn', 'rate-limited', { ifname: listener.ifname, mac: formatMac(data.subarray(at + 28, at + 34)), from: formatIPv4(meta[r + BATCH.ADDRESS]!), clients: this.limiter.size }, 'DHCP client over its rate limit: its messages are dropped');
             continue;
           }
         }
@@ -525,11 +525,6 @@ class Tally {
       c.n = 0;
     }
   }
-}
-
-/** chaddr's first 6 octets as aa:bb:cc:dd:ee:ff (a log line of a rate-limited client). */
-function hwText(data: Buffer, at: number): string {
-  return data.subarray(at, at + 6).toString('hex').replace(/(..)(?!$)/g, '$1:');
 }
 
 function createDhcpMetrics(metrics: Metrics, subnets: () => SubnetEntry[], syncSockets: () => void, rateLimitedClients: () => number) {

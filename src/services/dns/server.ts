@@ -26,7 +26,7 @@ import type { Config } from '../../config/schema.ts';
 import { watchDnsRecords, zonesOf } from '../../core/dns-records.ts';
 import type { MachineChange, MachineRegistry } from '../../core/machines.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
-import { cidrContains, formatIPv4, parseCidr, parseIPv4, type Cidr } from '../../lib/ipv4.ts';
+import { cidrContains, formatIPv4, isLoopbackIPv4, parseCidr, parseIPv4, type Cidr } from '../../lib/ipv4.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
 import { NumberRateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -295,7 +295,7 @@ export class DnsService implements Service {
     let ok = this.recursionCache.get(address);
     if (ok === undefined) {
       const ip = parseIPv4(address.startsWith('::ffff:') ? address.slice(7) : address);
-      ok = ip !== undefined && ((ip >>> 24) === 127 || this.subnets.some((c) => cidrContains(c, ip)));
+      ok = ip !== undefined && (isLoopbackIPv4(ip) || this.subnets.some((c) => cidrContains(c, ip)));
       if (this.recursionCache.size >= 10_000) this.recursionCache.clear();
       this.recursionCache.set(address, ok);
     }
@@ -307,7 +307,7 @@ export class DnsService implements Service {
   /** mayRecurse for a UDP client's address as a number (host order). */
   private mayRecurseUdp(ip: number): boolean {
     if (ip === this.lastUdpClient) return this.lastUdpRecursion;
-    const ok = (ip >>> 24) === 127 || this.subnets.some((c) => cidrContains(c, ip));
+    const ok = isLoopbackIPv4(ip) || this.subnets.some((c) => cidrContains(c, ip));
     this.lastUdpClient = ip;
     this.lastUdpRecursion = ok;
     return ok;
@@ -357,7 +357,7 @@ export class DnsService implements Service {
     const source = localAddress === interfaceAddress ? 0 : localAddress;
     const recursion = this.mayRecurseUdp(address);
     // Loopback (this host's own resolver stub, monitoring, benchmarks) is not limited: it cannot come from the network.
-    if (this.limiter.enabled && (address >>> 24) !== 127) {
+    if (this.limiter.enabled && !isLoopbackIPv4(address)) {
       const verdict = this.limiter.check(address, this.now() / 1000);
       if (verdict !== 'allow') {
         this.overLimit(socket, data, start, end, address, port, source, recursion, verdict === 'notify');

@@ -23,6 +23,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { Config } from '../../config/schema.ts';
 import type { EventLog, NewEvent } from '../../core/events.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
+import { isLoopbackAddress } from '../../lib/ipv4.ts';
 import { limitedLogger, type LimitedLog } from '../../lib/log-limit.ts';
 import { RateLimiter } from '../../lib/rate-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -185,7 +186,7 @@ export class TftpService implements Service {
     }
     // Requests only (what takes a token is a transfer asked for; undecodable junk costs no more than this check
     // and is already counted, logged rate-limited and mostly unanswered). Loopback (this host) is not limited.
-    if ((p.op === 'RRQ' || p.op === 'WRQ') && this.limiter.enabled && !d.address.startsWith('127.')) {
+    if ((p.op === 'RRQ' || p.op === 'WRQ') && this.limiter.enabled && !isLoopbackAddress(d.address)) {
       const verdict = this.limiter.check(d.address, this.now() / 1000);
       if (verdict !== 'allow') {
         this.m.refused.inc({ reason: 'rate-limited' });
