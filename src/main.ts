@@ -247,6 +247,7 @@ async function serve(config: Config, logger: Logger, env: NodeJS.ProcessEnv, con
     instanceId: () => instanceId,
     readiness: () => runner.status(),
     auth,
+    rateLimits: config.api,
     boot: {
       store, events, assets, ipxe: new IpxeBinaries(config.boot.ipxeDir), logger: logger.child({ svc: 'boot-http' }),
       ephemeralImage: config.boot.ephemeralImage, tokenTtlMs: config.boot.tokenSeconds * 1000,

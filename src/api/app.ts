@@ -52,10 +52,7 @@ export interface AppDeps {
    * built on demand when run from source (loaded at the first console request, not here); false: none.
    */
   console?: ConsoleSource | false;
-  /**
-   * Per-client-address limits of /api/... and /boot/... (config `api`, src/api/rate-limit.ts). Default: the `api`
-   * of `resources.config` when that is a whole config (main passes one), else the schema's defaults.
-   */
+  /** Per-client-address limits of /api/... and /boot/... (config `api`, src/api/rate-limit.ts); default: the schema's. */
   rateLimits?: HttpRateLimits;
 }
 
@@ -77,7 +74,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerErrorHandling(app);
   // Before everything else that hooks a request (the console, authentication): a flood costs one lookup each.
-  registerRateLimits(app, { limits: deps.rateLimits ?? configuredLimits(deps.resources?.config) ?? defaultHttpRateLimits(), logger: deps.logger, metrics: deps.metrics });
+  registerRateLimits(app, { limits: deps.rateLimits ?? defaultHttpRateLimits(), logger: deps.logger, metrics: deps.metrics });
   // The console answers only GET/HEAD requests no route matched, for its own paths (see routes/console.ts).
   if (deps.console !== false) registerConsole(app, deps.console ?? defaultConsoleSource());
   app.addHook('onResponse', async (req, reply) => {
@@ -106,9 +103,4 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.auth && deps.ntp) await app.register(ntpRoutes(deps.ntp));
   await app.ready();
   return app;
-}
-
-/** `api` of a whole config handed in as resources.config (main passes its Config there). */
-function configuredLimits(config: object | undefined): HttpRateLimits | undefined {
-  return config !== undefined && 'api' in config ? (config as { api: HttpRateLimits }).api : undefined;
 }
