@@ -154,7 +154,9 @@ export interface BlobReader {
   close(): Promise<void>;
 }
 
-interface OpenBlob { fh: FileHandle; size: number; head: Buffer; readers: number; retired: boolean }
+interface OpenBlob { fh: FileHandle; size: number; head: Buffer }
+/** A shared blob's bookkeeping, kept synchronously: `readers` counts those holding it or awaiting its open. */
+interface SharedBlob { opening: Promise<OpenBlob>; readers: number; retired: boolean }
 
 export class AssetStore {
   readonly blobsDir: string;
@@ -164,7 +166,7 @@ export class AssetStore {
   /** Image records by name (`null`: known absent). Every change goes through add/remove, which update it. */
   private readonly records = new Map<string, BootImage | null>();
   /** Blobs open for reading (see BlobReader), oldest first. */
-  private readonly openBlobs = new Map<string, Promise<OpenBlob>>();
+  private readonly openBlobs = new Map<string, SharedBlob>();
 
   constructor(readonly dir: string, private readonly store: Store) {
     this.blobsDir = join(dir, 'blobs');
@@ -231,20 +233,28 @@ export class AssetStore {
    * A shared reader of a registered file (see BlobReader); close it when done. ASSET_MISSING as openBlob.
    */
   async readBlob(file: ImageFile): Promise<BlobReader> {
-    let opening = this.openBlobs.get(file.sha256);
-    if (opening) {
-      // Most recently used last: the idle blobs closed first are the ones not asked for longest.
+    let shared = this.openBlobs.get(file.sha256);
+    if (shared) {
+      // Most recently used last: trimOpenBlobs retires from the front.
       this.openBlobs.delete(file.sha256);
-      this.openBlobs.set(file.sha256, opening);
+      this.openBlobs.set(file.sha256, shared);
     } else {
-      opening = this.openShared(file);
-      this.openBlobs.set(file.sha256, opening);
-      opening.catch(() => { if (this.openBlobs.get(file.sha256) === opening) this.openBlobs.delete(file.sha256); });
+      const opening = this.openShared(file);
+      const entry: SharedBlob = shared = { opening, readers: 0, retired: false };
+      this.openBlobs.set(file.sha256, entry);
+      opening.catch(() => { if (this.openBlobs.get(file.sha256) === entry) this.openBlobs.delete(file.sha256); });
       this.trimOpenBlobs();
     }
-    const blob = await opening;
-    if (blob.size !== file.size) throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} has ${blob.size} bytes, its record says ${file.size}`);
-    blob.readers++;
+    const entry = shared;
+    entry.readers++;
+    let blob: OpenBlob;
+    try {
+      blob = await entry.opening;
+      if (blob.size !== file.size) throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} has ${blob.size} bytes, its record says ${file.size}`);
+    } catch (err) {
+      this.release(entry);
+      throw err;
+    }
     let closed = false;
     return {
       fd: blob.fh.fd, size: blob.size, head: blob.head,
@@ -252,10 +262,15 @@ export class AssetStore {
       close: async () => {
         if (closed) return;
         closed = true;
-        blob.readers--;
-        if (blob.retired && blob.readers === 0) await blob.fh.close().catch(() => undefined);
+        await this.release(entry);
       },
     };
+  }
+
+  /** One reader fewer; a retired blob's descriptor closes with its last reader. */
+  private async release(entry: SharedBlob): Promise<void> {
+    entry.readers--;
+    if (entry.retired && entry.readers === 0) await entry.opening.then((b) => b.fh.close()).catch(() => undefined);
   }
 
   private async openShared(file: ImageFile): Promise<OpenBlob> {
@@ -264,31 +279,31 @@ export class AssetStore {
       const head = Buffer.allocUnsafe(Math.min(file.size, BLOB_HEAD_BYTES));
       const { bytesRead } = await fh.read(head, 0, head.length, 0);
       if (bytesRead !== head.length) throw new Error(`read ${bytesRead} of the first ${head.length} bytes`);
-      return { fh, size: file.size, head, readers: 0, retired: false };
+      return { fh, size: file.size, head };
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw new MetalboxError('ASSET_MISSING', `boot file ${file.sha256} cannot be read: ${errnoCode(err) ?? (err as Error).message}`, { cause: err });
     }
   }
 
-  /** Closes idle shared blobs beyond OPEN_BLOBS_MAX, least recently used first. */
+  /**
+   * Stops sharing the least recently used blobs beyond OPEN_BLOBS_MAX (a later download opens its own); each
+   * descriptor closes once its readers have closed.
+   */
   private trimOpenBlobs(): void {
     for (const sha of this.openBlobs.keys()) {
       if (this.openBlobs.size <= OPEN_BLOBS_MAX) return;
-      this.retireBlob(sha, true);
+      this.retireBlob(sha);
     }
   }
 
-  /** Stops sharing a blob; its descriptor closes once its readers have closed. `idleOnly`: only if none reads it. */
-  private retireBlob(sha: string, idleOnly = false): void {
-    const opening = this.openBlobs.get(sha);
-    if (!opening) return;
-    void opening.then((blob) => {
-      if (idleOnly && blob.readers > 0) return;
-      if (this.openBlobs.get(sha) === opening) this.openBlobs.delete(sha);
-      blob.retired = true;
-      if (blob.readers === 0) void blob.fh.close().catch(() => undefined);
-    }, () => undefined);
+  /** Stops sharing a blob now; its descriptor closes once it has no reader. */
+  private retireBlob(sha: string): void {
+    const entry = this.openBlobs.get(sha);
+    if (!entry) return;
+    this.openBlobs.delete(sha);
+    entry.retired = true;
+    if (entry.readers === 0) void entry.opening.then((b) => b.fh.close()).catch(() => undefined);
   }
 
   /** Downloads/copies every file, then registers the image. Nothing is registered unless every file arrived whole. */

@@ -223,6 +223,41 @@ t.test('readBlob: one shared descriptor per blob with its head in memory; a remo
   await expectCode(t, assets.readBlob(image.files.initrd), 'ASSET_MISSING');
 });
 
+t.test('readBlob: past 32 open blobs the least recently used stop being shared; none closes under a reader', async (t) => {
+  const dir = workdir(t);
+  const assets = new AssetStore(join(dir, 'assets'), createMemoryStore());
+  await assets.open();
+  const contents: Buffer[] = [];
+  const images = [];
+  for (let i = 0; i < 20; i++) {
+    const k = randomBytes(100 + i);
+    const r = randomBytes(200 + i);
+    writeFileSync(join(dir, `k${i}`), k);
+    writeFileSync(join(dir, `r${i}`), r);
+    contents.push(k, r);
+    images.push(await assets.add({ name: `img${i}`, files: { kernel: parseSource(join(dir, `k${i}`)), initrd: parseSource(join(dir, `r${i}`)) } }, { maxBytes: MAX }));
+  }
+  const files = images.flatMap((im) => [im.files.kernel, im.files.initrd]);
+  // 40 blobs at once, every reader held: the first 8 are retired while their readers still read them.
+  const readers = await Promise.all(files.map((f) => assets.readBlob(f)));
+  const fdOpen = (fd: number) => { try { fstatSync(fd); return true; } catch { return false; } };
+  for (let i = 0; i < readers.length; i++) {
+    const buf = Buffer.alloc(contents[i]!.length);
+    await readers[i]!.read(buf, 0, buf.length, 0);
+    if (!buf.equals(contents[i]!)) t.fail(`blob ${i} read wrong`);
+  }
+  t.ok(readers.every((r) => fdOpen(r.fd)), 'every reader still has its descriptor');
+  const first = readers[0]!;
+  const again = await assets.readBlob(files[0]!);
+  t.not(again.fd, first.fd, 'a retired blob asked for again gets a descriptor of its own');
+  await first.close();
+  t.notOk(fdOpen(first.fd), 'a retired blob closes with its last reader');
+  const last = readers[39]!;
+  await last.close();
+  t.ok(fdOpen(last.fd), 'a shared one stays open for the next download');
+  for (const r of [...readers, again]) await r.close();
+});
+
 t.test('add from URLs on 127.0.0.1: redirects followed, progress, checksums; bad downloads rejected', async (t) => {
   const dir = workdir(t);
   const kernel = randomBytes(3 * 1024 * 1024 + 17);
