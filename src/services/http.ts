@@ -24,6 +24,15 @@ export function servedOverPlainHttp(url: string): boolean {
 
 export interface HttpsOptions extends Listen { cert: string; key: string }
 
+/**
+ * How long an idle keep-alive connection is kept, ms (nginx's keepalive_timeout default is 75 s). Node's default,
+ * 5 s, counts from when the last byte of a response was handed to the kernel, not from when the client had it: in a
+ * boot storm a machine still reading a kernel out of the socket buffers for 5 s sent its initrd request just as the
+ * server closed the connection ("socket hang up"), and its boot failed. iPXE keeps one connection per server for the
+ * script, the kernel and the initrd.
+ */
+export const KEEP_ALIVE_MS = 75_000;
+
 export class HttpService implements Service {
   readonly name = 'http';
   private readonly servers: Server[] = [];
@@ -36,10 +45,10 @@ export class HttpService implements Service {
   async start(): Promise<void> {
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.app.routing(req, res);
     if (this.https) {
-      this.secure = createHttpsServer({ cert: this.https.cert, key: this.https.key }, handle);
+      this.secure = createHttpsServer({ cert: this.https.cert, key: this.https.key, keepAliveTimeout: KEEP_ALIVE_MS }, handle);
       await this.bind(this.secure, this.https, 'https');
     }
-    this.plain = createHttpServer(this.https ? (req, res) => this.plainRequest(req, res, handle) : handle);
+    this.plain = createHttpServer({ keepAliveTimeout: KEEP_ALIVE_MS }, this.https ? (req, res) => this.plainRequest(req, res, handle) : handle);
     await this.bind(this.plain, this.listen, 'http');
   }
 

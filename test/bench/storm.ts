@@ -9,8 +9,9 @@
 //
 // --nice=-N (negative values need the "=") runs the servers and the clients alike under nice(1), to shield the runs
 // from other work on the machine. --keep-logs DIR keeps each server's output (and metalbox's /metrics after the
-// storm) as DIR/ROUND-STACK.log. METALBOX_BENCH_NODE_ARGS adds node flags to metalbox (e.g. "--cpu-prof
-// --cpu-prof-dir=DIR").
+// storm) as DIR/ROUND-STACK.log, and each machine's result line as DIR/ROUND-STACK-machines.jsonl (its phase
+// durations and when it was done: enough to draw how many machines were in each phase over time).
+// METALBOX_BENCH_NODE_ARGS adds node flags to metalbox (e.g. "--cpu-prof --cpu-prof-dir=DIR").
 //
 // Goal (issue 11): 500 machines enlisted in under 60 s with no error, metalbox ahead of the classic stack in
 // every phase.
@@ -540,6 +541,7 @@ async function measure(stack: StackName, round: number): Promise<Run> {
     const cpuDelta = (field: 'busy' | 'accounted'): number => (cpusAfter[Number(SERVER_CPU)]?.[field] ?? 0) - (cpusBefore[Number(SERVER_CPU)]?.[field] ?? 0);
     const drops = server.drops();
     if (keepLogs) writeFileSync(join(keepLogs, `${round}-${stack}.log`), `${server.output()}\n${server.metrics()}\n`);
+    if (keepLogs) writeFileSync(join(keepLogs, `${round}-${stack}-machines.jsonl`), result.machines.map((m) => JSON.stringify(m)).join('\n') + '\n');
     await server.stop();
     return {
       stack, round, storm: result, done: result.machines.length, cpuSeconds,
