@@ -77,11 +77,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerRateLimits(app, { limits: deps.rateLimits ?? defaultHttpRateLimits(), logger: deps.logger, metrics: deps.metrics });
   // The console answers only GET/HEAD requests no route matched, for its own paths (see routes/console.ts).
   if (deps.console !== false) registerConsole(app, deps.console ?? defaultConsoleSource());
-  app.addHook('onResponse', async (req, reply) => {
+  // Callback style, like every hook a request passes: no promise per request.
+  app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode) });
     if (reply.statusCode >= 500) req.log.warn({ method: req.method, url: req.url, status: reply.statusCode }, 'request answered with a server error');
     else req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+    done();
   });
   // First: its onRoute hook must see every route (access levels, the public list).
   await app.register(authPlugin(deps.auth));

@@ -170,15 +170,17 @@ export function authPlugin(core: AuthCore | undefined): FastifyPluginAsync {
 
     if (!core) return;
 
-    app.addHook('onRequest', async (req, reply) => {
-      if (req.is404) return;
+    // Callback style: a public route (every /boot request of a storm) costs a lookup and no promise.
+    app.addHook('onRequest', (req, reply, done) => {
+      if (req.is404) return done();
       const access = req.routeOptions.config.access ?? 'admin'; // a route that escaped onRoute is closed
-      if (access === 'public') return;
-      const user = await authenticate(core, req, reply);
-      req.user = user;
-      if (!roleAtLeast(user.role, access)) {
-        throw new MetalboxError('AUTH_FORBIDDEN', `this needs the ${access} role; ${user.username} acts as ${user.role}`);
-      }
+      if (access === 'public') return done();
+      authenticate(core, req, reply).then((user) => {
+        req.user = user;
+        if (!roleAtLeast(user.role, access)) {
+          throw new MetalboxError('AUTH_FORBIDDEN', `this needs the ${access} role; ${user.username} acts as ${user.role}`);
+        }
+      }).then(() => done(), (err: unknown) => done(err as Error));
     });
 
     app.addHook('onError', async (req, reply, err) => {
@@ -194,21 +196,19 @@ export function authPlugin(core: AuthCore | undefined): FastifyPluginAsync {
     });
 
     // The safety net of the audit trail (see the top of this file): written before the response leaves.
-    app.addHook('onSend', async (req, reply, payload) => {
+    // Callback style: what needs no audit event (reads, errors, public calls) passes with no promise.
+    app.addHook('onSend', (req, reply, payload, done) => {
       const config = req.routeOptions.config;
-      if (SAFE_METHODS.has(req.method) || req.is404 || reply.statusCode >= 400 || audited.has(req) || !req.user || config.audit === false) return payload;
+      if (SAFE_METHODS.has(req.method) || req.is404 || reply.statusCode >= 400 || audited.has(req) || !req.user || config.audit === false) return done(null, payload);
       const event = req.auditEvent({
         type: typeof config.audit === 'string' ? config.audit : 'api.request',
         subject: req.routeOptions.url ?? req.url,
         data: { method: req.method, route: req.routeOptions.url, params: req.params, status: reply.statusCode },
       });
-      try {
-        await core.events.append(event);
-      } catch (err) {
+      core.events.append(event).catch((err: unknown) => {
         // The change is done and cannot be taken back; the log keeps what the event would have said.
         req.log.error({ err, event }, 'audit event could not be written');
-      }
-      return payload;
+      }).then(() => done(null, payload), () => done(null, payload));
     });
 
     let pruner: NodeJS.Timeout | undefined;

@@ -1,5 +1,6 @@
 // The agent API (src/services/boot-http/agent-routes.ts) through buildApp + app.inject on the memory store:
 // per-boot token checks, enlisting, commissioning, the deploy task, done, phone-home, progress, the binary.
+import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,7 +73,7 @@ async function fixture(t: Test, agent: Partial<AgentDeps> = {}): Promise<Fixture
     logger, metrics: createMetrics({ processMetrics: false }), version: 'x', instanceId: () => 'i',
     readiness: () => ({ phase: 'running', services: {} }),
     boot: {
-      store, events, assets, ipxe: new IpxeBinaries(join(dir, 'ipxe')), logger, ephemeralImage: 'eph', tokenTtlMs: 2 * HOUR, now: () => clock.now,
+      store, events, assets, ipxe: new IpxeBinaries(join(dir, 'ipxe')), logger, ephemeralImage: 'eph', tokenTtlMs: 2 * HOUR, now: () => clock.now, eventFlushMs: 0,
       agent: { registry, binaryPath: join(dir, 'metalbox'), ...agent },
     },
   });
@@ -86,6 +87,7 @@ async function fixture(t: Test, agent: Partial<AgentDeps> = {}): Promise<Fixture
     },
     auth: (token) => ({ authorization: `Bearer ${token}` }),
     async events(type) {
+      await sleep(20); // boot.http events are written (in a batch) after the response
       const out: EventRecord[] = [];
       for await (const [, e] of store.events.entries()) if (type === undefined || e.type === type) out.push(e);
       return out;

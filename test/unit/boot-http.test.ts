@@ -63,7 +63,7 @@ async function fixture(t: Test, over: Partial<BootHttpDeps> = {}, opts: { rootfs
   const app = await buildApp({
     logger, metrics: createMetrics({ processMetrics: false }), version: 'x', instanceId: () => 'i',
     readiness: () => ({ phase: 'running', services: {} }),
-    boot: { store, events, assets, ipxe: new IpxeBinaries(ipxeDir), logger, ephemeralImage: 'eph-1', tokenTtlMs: TTL, ...over },
+    boot: { store, events, assets, ipxe: new IpxeBinaries(ipxeDir), logger, ephemeralImage: 'eph-1', tokenTtlMs: TTL, eventFlushMs: 0, ...over },
   });
   t.teardown(() => app.close());
   return { app, store, assets, kernel, initrd, kpxe, logs, dir };

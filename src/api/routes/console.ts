@@ -113,27 +113,38 @@ export function consoleFileFor(urlPath: string): { file: string; page: boolean }
 
 /** Registers the console on the root instance (call it before any other onRequest hook needs to see it). */
 export function registerConsole(app: FastifyInstance, source: ConsoleSource): void {
-  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!req.is404 || (req.method !== 'GET' && req.method !== 'HEAD')) return;
+  // Callback style: a request a route matched (every boot and API call) costs one check and no promise.
+  app.addHook('onRequest', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    if (!req.is404 || (req.method !== 'GET' && req.method !== 'HEAD')) return done();
     const want = consoleFileFor(req.url.split('?', 1)[0]!);
-    if (!want) return;
-    let assets: ConsoleAssets | undefined;
-    try {
-      assets = await source();
-    } catch (err) {
-      req.log.error({ err }, 'the console could not be loaded');
-      return;
-    }
-    const f = assets?.files.get(want.file);
-    // A page only ever answers with index.html; an asset only with a hashed file of the set.
-    if (!f || f.immutable === want.page) return;
-    void reply.header('etag', f.etag)
-      .header('x-content-type-options', 'nosniff')
-      .header('referrer-policy', 'no-referrer')
-      .header('cache-control', f.immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
-    if (want.page) void reply.header('content-security-policy', CONSOLE_CSP).header('x-frame-options', 'DENY');
-    if (req.headers['if-none-match'] === f.etag) return reply.code(304).send();
-    void reply.code(200).type(f.type).header('content-length', String(f.body.length));
-    return reply.send(req.method === 'HEAD' ? undefined : f.body);
+    if (!want) return done();
+    // Answered (or not) by serveConsoleFile; done() only when the request goes on to the 404 handler.
+    serveConsoleFile(req, reply, source, want).then((answered) => { if (!answered) done(); }, (err: unknown) => done(err as Error));
   });
+}
+
+/** Answers a console file; false when there is none to answer with (the request goes on, to a 404). */
+async function serveConsoleFile(req: FastifyRequest, reply: FastifyReply, source: ConsoleSource, want: { file: string; page: boolean }): Promise<boolean> {
+  let assets: ConsoleAssets | undefined;
+  try {
+    assets = await source();
+  } catch (err) {
+    req.log.error({ err }, 'the console could not be loaded');
+    return false;
+  }
+  const f = assets?.files.get(want.file);
+  // A page only ever answers with index.html; an asset only with a hashed file of the set.
+  if (!f || f.immutable === want.page) return false;
+  void reply.header('etag', f.etag)
+    .header('x-content-type-options', 'nosniff')
+    .header('referrer-policy', 'no-referrer')
+    .header('cache-control', f.immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
+  if (want.page) void reply.header('content-security-policy', CONSOLE_CSP).header('x-frame-options', 'DENY');
+  if (req.headers['if-none-match'] === f.etag) {
+    void reply.code(304).send();
+    return true;
+  }
+  void reply.code(200).type(f.type).header('content-length', String(f.body.length));
+  void reply.send(req.method === 'HEAD' ? undefined : f.body);
+  return true;
 }

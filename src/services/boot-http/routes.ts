@@ -26,6 +26,7 @@ import { IMAGE_FILES, IPXE_BINARIES, IpxeBinaries, type AssetStore, type ImageFi
 import { DEFAULT_READ_CHUNK, sendFile, type BodyMode, type SendOutcome } from './http-file.ts';
 import { chainScript, kernelScript, localDiskScript, problemScript } from './script.ts';
 import { agentRoutes, type AgentDeps } from './agent-routes.ts';
+import { EventBatcher } from '../../core/event-batcher.ts';
 
 export interface BootHttpDeps {
   store: Store;
@@ -39,6 +40,8 @@ export interface BootHttpDeps {
   /** Read size for file bodies (default 1 MiB) and how they are written (default sendfile); benchmark knobs. */
   readChunkBytes?: number;
   body?: BodyMode;
+  /** Boot-timeline events are written in one batch at most this often, ms (default 200; tests use 0). */
+  eventFlushMs?: number;
   now?: () => number;
   /** The agent API under /boot/agent/ (agent-routes.ts): registered when given. */
   agent?: AgentDeps;
@@ -47,6 +50,9 @@ export interface BootHttpDeps {
 /** The setting that names the ephemeral image, read on every script request (no restart needed). */
 export const EPHEMERAL_IMAGE_SETTING = 'boot.ephemeralImage';
 const PRUNE_EVERY_MS = 60 * 60 * 1000;
+/** Boot-timeline events are written in one batch at most this often, and at most this many wait (as TFTP's). */
+const EVENT_FLUSH_MS = 200;
+const MAX_PENDING_EVENTS = 10_000;
 /** Path segments we accept at all; anything else is a traversal attempt or garbage. */
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
@@ -94,16 +100,24 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
       scriptMacs.set(client, mac);
     };
 
-    /** Appends the request's timeline event; a failure to record never fails the boot. */
+    // Timeline events of boot fetches, written in batches like TFTP's (src/core/event-batcher.ts): in a storm one
+    // durable write per script, kernel and initrd held up the lease and token writes around them.
+    const timeline = new EventBatcher({
+      events: deps.events, flushMs: deps.eventFlushMs ?? EVENT_FLUSH_MS, maxPending: MAX_PENDING_EVENTS,
+      onDropped: (count, err) => limited('warn', 'boot-event', { count, ...(err !== undefined ? { err } : {}) }, err !== undefined ? 'could not record boot events' : 'boot events dropped: too many waiting to be written'),
+    });
+    app.addHook('onClose', async () => timeline.drain(2000));
+
+    /** Queues the request's timeline event; a failure to record never fails the boot. */
     const record = (req: FastifyRequest, subject: string | undefined, o: SendOutcome, extra: Record<string, unknown> = {}) => {
-      void (async () => {
-        const client = clientAddress(req);
-        const who = subject ?? scriptMacs.get(client) ?? (await leaseMac(deps.store, client)) ?? client;
-        await deps.events.append(bootEvent(req, who, client, o, extra));
-      })().catch((err: unknown) => limited('warn', 'boot-event', { err }, 'could not record a boot event'));
+      const client = clientAddress(req);
+      const known = subject ?? scriptMacs.get(client);
+      timeline.add(known !== undefined
+        ? bootEvent(req, known, client, o, extra)
+        : leaseMac(deps.store, client).then((mac) => bootEvent(req, mac ?? client, client, o, extra)));
     };
 
-    app.addHook('onRequest', async (req) => { clientAddress(req); });
+    app.addHook('onRequest', (req, _reply, done) => { clientAddress(req); done(); });
 
     // Refused /boot requests (bad MAC, traversal, missing file) land on the timeline too: that is how a broken
     // boot shows on the console.

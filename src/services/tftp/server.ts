@@ -21,6 +21,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge } from 'prom-client';
 import type { Config } from '../../config/schema.ts';
+import { EventBatcher } from '../../core/event-batcher.ts';
 import type { EventLog, NewEvent } from '../../core/events.ts';
 import { errnoCode, isMetalboxError, MetalboxError } from '../../lib/errors.ts';
 import { isLoopbackAddress } from '../../lib/ipv4.ts';
@@ -84,11 +85,8 @@ export class TftpService implements Service {
   /** Transfers by client address:port, including those still opening their file. */
   private readonly active = new Map<string, Active>();
   private readonly perClient = new Map<string, number>();
-  private eventQueue: NewEvent[] = [];
-  /** Events recorded and not yet written (their subject may still be being looked up). */
-  private eventsQueued = 0;
-  private flushTimer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
+  /** Boot-timeline events, written in batches (src/core/event-batcher.ts). */
+  private readonly timeline: EventBatcher;
   private readonly log: LimitedLog;
   private readonly now: () => number;
   private readonly m: ReturnType<typeof createTftpMetrics>;
@@ -104,6 +102,13 @@ export class TftpService implements Service {
     this.now = deps.now ?? Date.now;
     this.limiter = new RateLimiter<string>(deps.config.tftp.rateLimit, { notifyIntervalS: 1 });
     this.m = createTftpMetrics(deps.metrics, () => this.active.size, () => this.limiter.size);
+    this.timeline = new EventBatcher({
+      events: deps.events, flushMs: EVENT_FLUSH_MS, maxPending: MAX_PENDING_EVENTS, now: this.now,
+      onDropped: (count, err) => {
+        this.m.eventsDropped.inc(count);
+        if (err !== undefined) this.log('warn', 'event', { err: { code: isMetalboxError(err) ? err.code : undefined, message: (err as Error).message } }, 'tftp boot events not recorded');
+      },
+    });
   }
 
   /** Client addresses the rate limiter tracks now (tests, metrics): never above tftp.rateLimit.maxClients. */
@@ -153,14 +158,7 @@ export class TftpService implements Service {
     for (const l of this.listeners.splice(0)) l.socket.close();
     for (const a of [...this.active.values()]) a.transfer?.abort('aborted', 'server shutting down');
     // Write the boot-timeline events still queued, those of the transfers that just ended included.
-    clearTimeout(this.flushTimer);
-    this.flushTimer = undefined;
-    const deadline = this.now() + 2000;
-    while (this.eventsQueued > 0 && this.now() < deadline) {
-      await this.flushing;
-      await this.flushEvents();
-      if (this.eventsQueued > 0) await new Promise((r) => setTimeout(r, 20));
-    }
+    await this.timeline.drain(2000);
   }
 
   /** Transfers in progress (tests, status). */
@@ -425,43 +423,14 @@ export class TftpService implements Service {
     return mac;
   }
 
-  /** Appends a boot-timeline event, bounded: under a request flood the events are counted and dropped, not queued without end. */
   /**
-   * Queues a boot-timeline event (against `subject`: the MAC, else the address). Events are written in
-   * batches, at most every EVENT_FLUSH_MS: a durable write is an fsync on the libuv thread pool, and one
-   * per transfer would hold up the file reads of every other transfer during a boot storm. The queue is
-   * bounded: beyond it (a request flood) events are counted and dropped.
+   * Queues a boot-timeline event (against `subject`: the MAC, else the address), written with others in one batch
+   * at most every EVENT_FLUSH_MS: one durable write per transfer would hold up the file reads of every other transfer
+   * during a boot storm. Bounded: beyond MAX_PENDING_EVENTS (a request flood) events are counted and dropped.
    */
   private record(subject: string | Promise<string>, data: Record<string, unknown>): void {
-    if (this.eventsQueued >= MAX_PENDING_EVENTS) {
-      this.m.eventsDropped.inc();
-      return;
-    }
-    this.eventsQueued++;
-    void Promise.resolve(subject).then((s) => {
-      this.eventQueue.push({ type: 'boot.tftp', actor: 'tftp', subject: s, data });
-      this.flushSoon();
-    });
-  }
-
-  private flushSoon(): void {
-    if (this.flushTimer !== undefined || this.flushing !== undefined) return;
-    this.flushTimer = setTimeout(() => { this.flushTimer = undefined; void this.flushEvents(); }, EVENT_FLUSH_MS);
-  }
-
-  private async flushEvents(): Promise<void> {
-    if (this.flushing) return this.flushing;
-    const batch = this.eventQueue.splice(0);
-    if (batch.length === 0) return;
-    this.flushing = this.deps.events.append(...batch).catch((err: unknown) => {
-      this.m.eventsDropped.inc(batch.length);
-      this.log('warn', 'event', { err: { code: isMetalboxError(err) ? err.code : undefined, message: (err as Error).message } }, 'tftp boot events not recorded');
-    }).finally(() => {
-      this.eventsQueued -= batch.length;
-      this.flushing = undefined;
-      if (this.eventQueue.length > 0) this.flushSoon();
-    });
-    return this.flushing;
+    const event = (s: string): NewEvent => ({ type: 'boot.tftp', actor: 'tftp', subject: s, data });
+    this.timeline.add(typeof subject === 'string' ? event(subject) : subject.then(event));
   }
 }
 
