@@ -263,6 +263,24 @@ t.test('a large file is read in chunks, not whole', async (t) => {
   t.ok(buffers.size <= 3, `read buffers are reused: ${buffers.size} for ${reads} reads`);
 });
 
+t.test('a file in memory is sent from its own bytes: no read buffer is offered (a transfer allocates none)', async (t) => {
+  const inner = bufferFile(pattern(200_000));
+  t.equal(inner.inMemory, true);
+  const offered: (Buffer | undefined)[] = [];
+  const file: TftpFile = { ...inner, read: (o, l, into) => { offered.push(into); return inner.read(o, l); } };
+  const h = harness({ file, blockSize: 1468 });
+  h.tr.start();
+  for (let block = 1; ; block++) {
+    await until(h.sent, block);
+    const p = h.sent[block - 1] as TftpData;
+    h.ack(p.block);
+    if (p.data.length < 1468) break;
+  }
+  t.match(await h.ended, { ok: true, bytes: 200_000 });
+  t.ok(offered.length >= 4, `${offered.length} reads`);
+  t.ok(offered.every((b) => b === undefined), 'none was offered a buffer');
+});
+
 t.test('a lossy network: drops both ways, the client re-ACKs on its own timeout; every byte arrives once, in order', async (t) => {
   let seed = 42;
   const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / 16777216;

@@ -21,6 +21,8 @@ export interface TftpFile {
    */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
+  /** Reads return views of bytes the file holds in memory: a caller offering `into` would only waste the buffer. */
+  readonly inMemory?: boolean;
 }
 
 export interface TftpClient {
@@ -116,6 +118,7 @@ class DiskFile implements TftpFile {
 export function bufferFile(data: Buffer): TftpFile {
   return {
     size: data.length,
+    inMemory: true,
     read: async (offset, length) => data.subarray(Math.min(offset, data.length), Math.min(offset + length, data.length)),
     close: async () => undefined,
   };

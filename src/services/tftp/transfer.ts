@@ -110,10 +110,11 @@ class BlockStream {
       this.sourceDone = true;
       return { start: 0, data: EMPTY };
     }
-    // Sized to the read: a small file's transfer holds its size, not a whole chunk (1,000 transfers of a 6-byte
-    // file held 64 MiB). A read shorter than a chunk is the file's last, so the buffer is never too small later.
+    // A file in memory hands out views of itself: no buffer. Otherwise one sized to the read: a small file's
+    // transfer holds its size, not a whole chunk (1,000 transfers of a 6-byte file held 64 MiB). A read shorter
+    // than a chunk is the file's last, so the buffer is never too small later.
     const spare = this.spare.pop();
-    const into = this.netascii ? undefined : (spare !== undefined && spare.length >= want ? spare : Buffer.allocUnsafe(want));
+    const into = this.netascii || this.file.inMemory ? undefined : (spare !== undefined && spare.length >= want ? spare : Buffer.allocUnsafe(want));
     const raw = await this.file.read(this.fileOffset, want, into);
     this.fileOffset += raw.length;
     if (raw.length < want || (!this.netascii && this.fileOffset >= this.file.size)) this.sourceDone = true;
