@@ -89,17 +89,6 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
     });
     app.addHook('onClose', async () => clearInterval(pruner));
 
-    /**
-     * The MAC each client address last fetched its script for: the subject of its kernel and initrd events
-     * without a lease read per file. Bounded (oldest forgotten first); a miss reads the lease as before.
-     */
-    const scriptMacs = new Map<string, string>();
-    const rememberMac = (client: string, mac: string) => {
-      scriptMacs.delete(client);
-      if (scriptMacs.size >= 4096) scriptMacs.delete(scriptMacs.keys().next().value!);
-      scriptMacs.set(client, mac);
-    };
-
     // Timeline events of boot fetches, written in batches like TFTP's (src/core/event-batcher.ts): in a storm one
     // durable write per script, kernel and initrd held up the lease and token writes around them.
     const timeline = new EventBatcher({
@@ -111,9 +100,9 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
     /** Queues the request's timeline event; a failure to record never fails the boot. */
     const record = (req: FastifyRequest, subject: string | undefined, o: SendOutcome, extra: Record<string, unknown> = {}) => {
       const client = clientAddress(req);
-      const known = subject ?? scriptMacs.get(client);
-      timeline.add(known !== undefined
-        ? bootEvent(req, known, client, o, extra)
+      // Without a subject (files, refusals): the MAC of the client address's lease (leases are resident: no disk read).
+      timeline.add(subject !== undefined
+        ? bootEvent(req, subject, client, o, extra)
         : leaseMac(deps.store, client).then((mac) => bootEvent(req, mac ?? client, client, o, extra)));
     };
 
@@ -204,7 +193,6 @@ export function bootHttp(deps: BootHttpDeps): FastifyPluginAsync {
         return sendScript(req, reply, undefined, text, { script: 'chain' });
       }
       const subject = mac ?? id.uuid;
-      if (mac !== undefined) rememberMac(clientAddress(req), mac);
       const plan = planBoot(machine);
       const facts = { plan: plan.kind, ...(machine ? { machineId: machine.id } : {}) };
       if (plan.kind === 'local-disk') return sendScript(req, reply, subject, localDiskScript(plan), facts);
