@@ -355,15 +355,16 @@ export class DnsService implements Service {
     }
     // From the address the client asked; the kernel picks the interface's own address by itself.
     const source = localAddress === interfaceAddress ? 0 : localAddress;
-    const recursion = this.mayRecurseUdp(address);
-    // Loopback (this host's own resolver stub, monitoring, benchmarks) is not limited: it cannot come from the network.
+    // First, so a flood costs nothing more. Loopback (this host's own resolver stub, monitoring, benchmarks) is not
+    // limited: it cannot come from the network.
     if (this.limiter.enabled && !isLoopbackIPv4(address)) {
       const verdict = this.limiter.check(address, this.now() / 1000);
       if (verdict !== 'allow') {
-        this.overLimit(socket, data, start, end, address, port, source, recursion, verdict === 'notify');
+        this.overLimit(socket, data, start, end, address, port, source, verdict === 'notify');
         return;
       }
     }
+    const recursion = this.mayRecurseUdp(address);
     const cacheable = this.packets.limit > 0 && end - start > 12;
     const key = cacheable ? data.toString('latin1', start + 2, end) : '';
     if (cacheable) {
@@ -410,7 +411,7 @@ export class DnsService implements Service {
    * never larger than the query, and a real client retries over TCP (RFC 2181 §9). Logged per client at most
    * once per slip and by the log limiter overall.
    */
-  private overLimit(socket: UdpBatchSocket, data: Buffer, start: number, end: number, address: number, port: number, source: number, recursion: boolean, slip: boolean): void {
+  private overLimit(socket: UdpBatchSocket, data: Buffer, start: number, end: number, address: number, port: number, source: number, slip: boolean): void {
     this.m.rateLimited.inc();
     if (!slip) return;
     let q: DnsMessage;
@@ -420,7 +421,7 @@ export class DnsService implements Service {
       return; // junk gets no slip (and is counted as rate-limited only: decoding it is what the limit saves)
     }
     if (q.qr) return;
-    const reply = replyTo(q, RCODE.NOERROR, { recursion });
+    const reply = replyTo(q, RCODE.NOERROR, { recursion: this.mayRecurseUdp(address) });
     reply.tc = true;
     delete reply.edns;
     this.m.slipped.inc();
