@@ -70,33 +70,9 @@ abstract class LimiterBase {
   get enabled(): boolean {
     return this.perSecond > 0;
   }
-}
 
-export class RateLimiter<K = string> extends LimiterBase {
-  private current = new Map<K, Bucket>();
-  private previous = new Map<K, Bucket>();
-
-  constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
-    super('RateLimiter', o, n);
-  }
-
-
-  /** Clients tracked now (never above maxClients). */
-  get size(): number {
-    return this.current.size + this.previous.size;
-  }
-
-  /** One request from `key` at `now` (seconds). Two Map lookups at worst; no allocation but a new client's bucket. */
-  check(key: K, now: number): RateVerdict {
-    if (this.perSecond === 0) return 'allow';
-    let b = this.current.get(key);
-    if (b === undefined) {
-      b = this.previous.get(key);
-      if (b === undefined) b = { tokens: this.burst, at: now, notifiedAt: -Infinity, refused: 0 };
-      else this.previous.delete(key);
-      if (this.current.size >= this.generation) this.rotate();
-      this.current.set(key, b);
-    }
+  /** One request against bucket `b` at `now`: refills it, takes a token or refuses; `b` is updated in place. */
+  protected spend(b: Bucket, now: number): RateVerdict {
     if (now > b.at) {
       const tokens = b.tokens + (now - b.at) * this.perSecond;
       b.tokens = tokens < this.burst ? tokens : this.burst;
@@ -116,6 +92,41 @@ export class RateLimiter<K = string> extends LimiterBase {
     return 'drop';
   }
 
+  /** Seconds until a bucket holding `tokens` as of `at` has a whole token (0: it has one now). */
+  protected wait(tokens: number, at: number, now: number): number {
+    if (this.perSecond === 0) return 0;
+    const t = Math.min(this.burst, tokens + Math.max(0, now - at) * this.perSecond);
+    return t >= 1 ? 0 : (1 - t) / this.perSecond;
+  }
+}
+
+export class RateLimiter<K = string> extends LimiterBase {
+  private current = new Map<K, Bucket>();
+  private previous = new Map<K, Bucket>();
+
+  constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
+    super('RateLimiter', o, n);
+  }
+
+  /** Clients tracked now (never above maxClients). */
+  get size(): number {
+    return this.current.size + this.previous.size;
+  }
+
+  /** One request from `key` at `now` (seconds). Two Map lookups at worst; no allocation but a new client's bucket. */
+  check(key: K, now: number): RateVerdict {
+    if (this.perSecond === 0) return 'allow';
+    let b = this.current.get(key);
+    if (b === undefined) {
+      b = this.previous.get(key);
+      if (b === undefined) b = { tokens: this.burst, at: now, notifiedAt: -Infinity, refused: 0 };
+      else this.previous.delete(key);
+      if (this.current.size >= this.generation) this.rotate();
+      this.current.set(key, b);
+    }
+    return this.spend(b, now);
+  }
+
   /** `check` as a yes/no. */
   allow(key: K, now: number): boolean {
     return this.check(key, now) === 'allow';
@@ -124,9 +135,7 @@ export class RateLimiter<K = string> extends LimiterBase {
   /** Seconds until `key` has a token again (0: it has one now); for Retry-After. */
   retryAfter(key: K, now: number): number {
     const b = this.current.get(key) ?? this.previous.get(key);
-    if (b === undefined || this.perSecond === 0) return 0;
-    const tokens = Math.min(this.burst, b.tokens + Math.max(0, now - b.at) * this.perSecond);
-    return tokens >= 1 ? 0 : (1 - tokens) / this.perSecond;
+    return b === undefined ? 0 : this.wait(b.tokens, b.at, now);
   }
 
   /** Forgets every client (tests; a config change). */
@@ -171,6 +180,10 @@ export class NumberRateLimiter extends LimiterBase {
   private current: Table | undefined;
   private previous: Table | undefined;
   private readonly mask: number;
+  /** One bucket reused by every check: the slot's numbers go through it (no allocation per check). */
+  private readonly scratch: Bucket = { tokens: 0, at: 0, notifiedAt: -Infinity, refused: 0 };
+  /** The slot offset slotOf found or made. */
+  private at = 0;
 
   constructor(o: RateLimitOptions, n: NotifyOptions = {}) {
     super('NumberRateLimiter', o, n);
@@ -189,66 +202,64 @@ export class NumberRateLimiter extends LimiterBase {
   /** RateLimiter.check for a key in [0, 2^53 - 1). */
   check(key: number, now: number): RateVerdict {
     if (this.perSecond === 0) return 'allow';
+    const s = this.slotOf(key, now);
+    const i = this.at;
+    // The slot's numbers through one reused bucket: the verdict is the base's, as for RateLimiter.
+    const b = this.scratch;
+    b.tokens = s[i + TOKENS]!;
+    b.at = s[i + AT]!;
+    b.notifiedAt = s[i + NOTIFIED_AT]!;
+    b.refused = s[i + REFUSED]!;
+    const verdict = this.spend(b, now);
+    s[i + TOKENS] = b.tokens;
+    s[i + AT] = b.at;
+    s[i + NOTIFIED_AT] = b.notifiedAt;
+    s[i + REFUSED] = b.refused;
+    return verdict;
+  }
+
+  /**
+   * The current generation's slots with `key`'s slot at offset `this.at`: found there, moved up from the previous
+   * generation, or made with a full bucket (rotating first when the current generation is full).
+   */
+  private slotOf(key: number, now: number): Float64Array {
     const stored = key + 1;
     const h = hash(key) & this.mask;
     let cur = this.current;
     if (cur === undefined) cur = this.current = newTable(this.mask + 1);
-    let i = find(cur.slots, stored, h, this.mask);
-    if (i < 0) {
-      // Not in the current generation: move it up from the previous one, or start a full bucket.
-      let tokens = this.burst;
-      let at = now;
-      let notifiedAt = -Infinity;
-      let refused = 0;
-      const prev = this.previous;
-      if (prev !== undefined) {
-        const j = find(prev.slots, stored, h, this.mask);
-        if (j >= 0) {
-          const ps = prev.slots;
-          tokens = ps[j + TOKENS]!;
-          at = ps[j + AT]!;
-          notifiedAt = ps[j + NOTIFIED_AT]!;
-          refused = ps[j + REFUSED]!;
-          ps[j] = -1; // stale: never matches a key (keys are >= 1), never empty (probing goes on past it)
-          prev.moved++;
-        }
-      }
-      if (cur.count >= this.generation) {
-        cur = this.rotate();
-        i = ~find(cur.slots, stored, h, this.mask);
-      } else {
-        i = ~i;
-      }
-      const cs = cur.slots;
-      cs[i] = stored;
-      cs[i + TOKENS] = tokens;
-      cs[i + AT] = at;
-      cs[i + NOTIFIED_AT] = notifiedAt;
-      cs[i + REFUSED] = refused;
-      cur.count++;
+    const i = find(cur.slots, stored, h, this.mask);
+    if (i >= 0) {
+      this.at = i;
+      return cur.slots;
     }
-    const s = cur.slots;
-    let tokens = s[i + TOKENS]!;
-    const at = s[i + AT]!;
-    if (now > at) {
-      tokens += (now - at) * this.perSecond;
-      if (tokens > this.burst) tokens = this.burst;
-      s[i + AT] = now;
+    const fresh = this.scratch;
+    fresh.tokens = this.burst;
+    fresh.at = now;
+    fresh.notifiedAt = -Infinity;
+    fresh.refused = 0;
+    const prev = this.previous;
+    const j = prev === undefined ? -1 : find(prev.slots, stored, h, this.mask);
+    if (j >= 0) {
+      const ps = prev!.slots;
+      fresh.tokens = ps[j + TOKENS]!;
+      fresh.at = ps[j + AT]!;
+      fresh.notifiedAt = ps[j + NOTIFIED_AT]!;
+      fresh.refused = ps[j + REFUSED]!;
+      ps[j] = -1; // stale: never matches a key (keys are >= 1), never empty (probing goes on past it)
+      prev!.moved++;
     }
-    if (tokens >= 1) {
-      s[i + TOKENS] = tokens - 1;
-      return 'allow';
-    }
-    s[i + TOKENS] = tokens;
-    this.refused++;
-    const refused = s[i + REFUSED]! + 1;
-    s[i + REFUSED] = refused;
-    if (this.notifyIntervalS > 0 && now - s[i + NOTIFIED_AT]! >= this.notifyIntervalS) {
-      s[i + NOTIFIED_AT] = now;
-      return 'notify';
-    }
-    if (this.notifyEvery > 0 && refused % this.notifyEvery === 0) return 'notify';
-    return 'drop';
+    // Rotating empties the previous generation: what moved up was read out of it above.
+    if (cur.count >= this.generation) cur = this.rotate();
+    const at = ~find(cur.slots, stored, h, this.mask);
+    const cs = cur.slots;
+    cs[at] = stored;
+    cs[at + TOKENS] = fresh.tokens;
+    cs[at + AT] = fresh.at;
+    cs[at + NOTIFIED_AT] = fresh.notifiedAt;
+    cs[at + REFUSED] = fresh.refused;
+    cur.count++;
+    this.at = at;
+    return cs;
   }
 
   allow(key: number, now: number): boolean {
@@ -256,14 +267,11 @@ export class NumberRateLimiter extends LimiterBase {
   }
 
   retryAfter(key: number, now: number): number {
-    if (this.perSecond === 0) return 0;
     const h = hash(key) & this.mask;
     for (const table of [this.current, this.previous]) {
       if (table === undefined) continue;
       const i = find(table.slots, key + 1, h, this.mask);
-      if (i < 0) continue;
-      const tokens = Math.min(this.burst, table.slots[i + TOKENS]! + Math.max(0, now - table.slots[i + AT]!) * this.perSecond);
-      return tokens >= 1 ? 0 : (1 - tokens) / this.perSecond;
+      if (i >= 0) return this.wait(table.slots[i + TOKENS]!, table.slots[i + AT]!, now);
     }
     return 0;
   }
