@@ -198,8 +198,9 @@ export class AssetStore {
     const generation = this.generation;
     const record = (await this.store.images.get(name)) as BootImage | undefined;
     const frozen = record ? freezeImage(record) : undefined;
-    // Not cached while an add or remove runs, nor when one ran during the read: it may have changed the record.
-    if (this.changing === 0 && generation === this.generation) {
+    // Not cached when an add or remove began or ended during the read (it may have changed the record); one that
+    // is still running clears the cache when it ends.
+    if (generation === this.generation) {
       if (this.records.size >= 1024) this.records.clear();
       this.records.set(name, frozen ?? null);
     }
@@ -354,19 +355,17 @@ export class AssetStore {
 
   // ---------------------------------------------------------------------------------------------------------
 
-  /** Adds and removes in flight (they change records), and how many have begun: `get` caches only between them. */
-  private changing = 0;
+  /** Moves when an add or remove (they change records) begins and when it ends: `get` caches a read only if it did not. */
   private generation = 0;
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.chain.then(async () => {
-      this.changing++;
       this.generation++;
       try {
         return await fn();
       } finally {
         this.records.clear();
-        this.changing--;
+        this.generation++;
       }
     });
     this.chain = run.catch(() => undefined);

@@ -187,6 +187,25 @@ t.test('records are read once and kept; an add or remove replaces what was kept'
   const b = await assets.add({ name: 'b', files: { kernel: parseSource(f.k), initrd: parseSource(f.k) } }, { maxBytes: MAX });
   await racing;
   t.same(await assets.get('b'), b, 'a lookup that raced the add does not hide it');
+  // A get that begins while an add runs (inside its serialized section) and ends after the add has ended is not kept.
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => { open = resolve; });
+  let cReads = 0;
+  let duringC: Promise<unknown> | undefined;
+  store.images.get = async (key: string) => {
+    const n = key === 'c' ? ++cReads : 0;
+    // Read 1: the add's check before it fetches; read 2: its check inside the serialized section, where this lookup
+    // begins; read 3: this lookup's own, held until the add has ended.
+    if (n === 2) duringC = assets.get('c');
+    const v = await get(key);
+    if (n === 3) await gate;
+    return v;
+  };
+  const c = await assets.add({ name: 'c', files: { kernel: parseSource(f.k), initrd: parseSource(f.i) } }, { maxBytes: MAX });
+  open();
+  t.equal(cReads, 3, 'the lookup began inside the add');
+  t.equal(await duringC, undefined, 'it read the store before the add committed');
+  t.same(await assets.get('c'), c, 'and what it read was not kept');
   await assets.remove('a');
   t.equal(await assets.get('a'), undefined, 'and a removed image is gone at once');
 });
