@@ -208,7 +208,7 @@ export function authPlugin(core: AuthCore | undefined): FastifyPluginAsync {
       core.events.append(event).catch((err: unknown) => {
         // The change is done and cannot be taken back; the log keeps what the event would have said.
         req.log.error({ err, event }, 'audit event could not be written');
-      }).then(() => done(null, payload), () => done(null, payload));
+      }).finally(() => done(null, payload));
     });
 
     let pruner: NodeJS.Timeout | undefined;

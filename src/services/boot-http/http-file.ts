@@ -4,7 +4,6 @@
 // read loop 0.38-0.57, a piped 1 MiB ReadStream 0.5-1.6, a 64 KiB one 0.9-2.1), so a boot storm leaves the
 // event loop to DHCP, TFTP and the API.
 import { createReadStream, type ReadStream } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { MetalboxError } from '../../lib/errors.ts';
@@ -59,7 +58,7 @@ export function noneMatch(header: string | undefined, etag: string): boolean {
   });
 }
 
-/** What a body is read from: a FileHandle, or a shared reader of the asset store (BlobReader). */
+/** What a body is read from: a FileHandle (it has this shape), or a shared reader of the asset store (BlobReader). */
 export interface BodyFile {
   readonly fd: number;
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
@@ -69,7 +68,7 @@ export interface BodyFile {
 }
 
 export interface FileToSend {
-  fh: BodyFile | FileHandle;
+  fh: BodyFile;
   size: number;
   /** Strong entity tag, quoted. */
   etag: string;
@@ -166,8 +165,8 @@ function socketFd(req: FastifyRequest): number | undefined {
  * The first bytes through Node, so the headers go with them and their write callback tells that everything
  * Node had queued is in the kernel; then sendfile for the rest, cancelled if the response closes first.
  */
-async function viaSendfile(fh: BodyFile | FileHandle, res: ServerResponse, fd: number, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
-  const head = 'head' in fh ? fh.head : undefined;
+async function viaSendfile(fh: BodyFile, res: ServerResponse, fd: number, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
+  const head = fh.head;
   let first: Buffer;
   if (start === 0 && head !== undefined && head.length >= SENDFILE_FIRST) {
     first = head.subarray(0, SENDFILE_FIRST);
@@ -225,7 +224,7 @@ function giveBuffer(buf: Buffer): void {
  * response. A buffer is reused only once its write has completed (the socket no longer references it).
  * Stops early, without error, when the response is destroyed (client gone). True when all was handed over.
  */
-async function pump(fh: BodyFile | FileHandle, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
+async function pump(fh: BodyFile, res: ServerResponse, start: number, length: number, chunk: number, progress: { handed: number }): Promise<boolean> {
   const free: Buffer[] = [];
   let owned = 0;
   let wake: (() => void) | undefined;
