@@ -3,7 +3,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { inspect, isDeepStrictEqual } from 'node:util';
-import { ROOT } from '../coverage.ts';
+import { ROOT, type Instrumented } from '../coverage.ts';
+import type { FuzzTarget } from '../engine.ts';
 
 /** A broken invariant: the target throws it and the engine reports it as a crash. */
 export class InvariantError extends Error {
@@ -27,6 +28,43 @@ export function expectDecodeError(err: unknown, errorClass: ErrorClass, codes: R
   if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0 || offset > inputLength) {
     throw new InvariantError(`${what} threw ${err.code} with offset ${String(offset)} outside the ${inputLength}-byte input`);
   }
+}
+
+/**
+ * `decode()`'s result, or undefined when it refused the input the allowed way (see expectDecodeError); anything
+ * else it throws is a finding.
+ */
+export function decodeOrRefuse<T>(decode: () => T, errorClass: ErrorClass, codes: RegExp, inputLength: number, what: string): T | undefined {
+  try {
+    return decode();
+  } catch (err) {
+    expectDecodeError(err, errorClass, codes, inputLength, what);
+    return undefined;
+  }
+}
+
+/** What a codec target gives beside its name and instrumented bundle. */
+export interface CodecTargetParts {
+  /** The target's own seeds (hostile-table rows, hand-made packets). */
+  seeds: Buffer[];
+  /** false: the target makes its seeds of test/golden/<name>/*.bin itself (they are not inputs as they are). */
+  golden?: boolean;
+  dictionary: Buffer[];
+  maxLen: number;
+  run(input: Buffer): void;
+}
+
+/** A codec's FuzzTarget: its counters and layout from the bundle; its seeds, then the golden captures and the corpus. */
+export function codecTarget(name: string, inst: Instrumented<unknown>, parts: CodecTargetParts): FuzzTarget {
+  return {
+    name,
+    counters: inst.counters,
+    layout: inst,
+    seeds: [...(parts.golden === false ? [] : golden(name)), ...parts.seeds, ...corpus(name)],
+    dictionary: parts.dictionary,
+    maxLen: parts.maxLen,
+    run: parts.run,
+  };
 }
 
 /** Throws InvariantError unless the two values are deeply equal (Buffers by content). */

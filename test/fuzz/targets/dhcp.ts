@@ -12,7 +12,7 @@ import type { MetalboxError } from '../../../src/lib/errors.ts';
 import type { DhcpOptions, DhcpPacket } from '../../../src/protocols/dhcp/index.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
-import { corpus, expectDecodeError, expectEqual, golden, InvariantError, words } from './common.ts';
+import { codecTarget, decodeOrRefuse, expectEqual, InvariantError, words } from './common.ts';
 
 type Dhcp = typeof DhcpCodec & { MetalboxError: typeof MetalboxError };
 
@@ -78,35 +78,22 @@ const DICTIONARY = words(
 );
 
 function encapsulated(d: Dhcp, data: Buffer, option: number): void {
-  let sub: Map<number, Buffer>;
-  try {
-    sub = d.decodeEncapsulated(data, option);
-  } catch (err) {
-    expectDecodeError(err, d.MetalboxError, /^DHCP_BAD_OPTION$/, data.length, `decodeEncapsulated(${option})`);
-    return;
-  }
+  const sub = decodeOrRefuse(() => d.decodeEncapsulated(data, option), d.MetalboxError, /^DHCP_BAD_OPTION$/, data.length, `decodeEncapsulated(${option})`);
+  if (sub === undefined) return;
   expectEqual(d.decodeEncapsulated(d.encodeEncapsulated(sub), option), sub, `option ${option}: sub-options after encodeEncapsulated`);
 }
 
 export async function createTarget(): Promise<FuzzTarget> {
   const inst = await loadInstrumented<Dhcp>('dhcp', reexport('*', 'src/protocols/dhcp/index.ts') + reexport('{ MetalboxError }', 'src/lib/errors.ts'));
   const d = inst.module;
-  return {
-    name: 'dhcp',
-    counters: inst.counters,
-    layout: inst,
-    seeds: [...golden('dhcp'), ...seeds(d), ...corpus('dhcp')],
+  return codecTarget('dhcp', inst, {
+    seeds: seeds(d),
     dictionary: DICTIONARY,
     maxLen: 2048,
     run(input) {
       const peeked = d.peekMessageType(input);
-      let p: DhcpPacket;
-      try {
-        p = d.decodeDhcp(input);
-      } catch (err) {
-        expectDecodeError(err, d.MetalboxError, /^DHCP_/, input.length, 'decodeDhcp');
-        return;
-      }
+      const p = decodeOrRefuse(() => d.decodeDhcp(input), d.MetalboxError, /^DHCP_/, input.length, 'decodeDhcp');
+      if (p === undefined) return;
       if (peeked !== undefined && p.options.messageType !== peeked) {
         throw new InvariantError(`peekMessageType says ${peeked}, decodeDhcp says ${String(p.options.messageType)}`);
       }
@@ -119,5 +106,5 @@ export async function createTarget(): Promise<FuzzTarget> {
       if (p.options.vendorSpecific !== undefined) encapsulated(d, p.options.vendorSpecific, 43);
       if (p.options.ipxe !== undefined) encapsulated(d, p.options.ipxe, 175);
     },
-  };
+  });
 }

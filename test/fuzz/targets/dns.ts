@@ -18,7 +18,7 @@ import type { ManualRecord } from '../../../src/services/dns/zone.ts';
 import { MANUAL_RECORDS } from '../../helpers/dns-records.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
-import { corpus, expectDecodeError, expectEqual, golden, InvariantError, words } from './common.ts';
+import { codecTarget, decodeOrRefuse, expectEqual, InvariantError, words } from './common.ts';
 
 type Dns = typeof DnsCodec
   & Pick<typeof DnsAnswer, 'handleQuery'>
@@ -91,21 +91,13 @@ export async function createTarget(): Promise<FuzzTarget> {
   const d = inst.module;
   const zone = new d.Zone({ forward: 'rack.internal', reverse: ['0.77.10.in-addr.arpa'], ttl: 60, now: () => Date.parse('2030-01-01T00:00:00Z') });
   zone.setManual(MANUAL);
-  return {
-    name: 'dns',
-    counters: inst.counters,
-    layout: inst,
-    seeds: [...golden('dns'), ...seeds(d), ...corpus('dns')],
+  return codecTarget('dns', inst, {
+    seeds: seeds(d),
     dictionary: DICTIONARY,
     maxLen: 2048,
     run(input) {
-      let m: DnsMessage;
-      try {
-        m = d.decodeDns(input);
-      } catch (err) {
-        expectDecodeError(err, d.MetalboxError, /^DNS_/, input.length, 'decodeDns');
-        return;
-      }
+      const m = decodeOrRefuse(() => d.decodeDns(input), d.MetalboxError, /^DNS_/, input.length, 'decodeDns');
+      if (m === undefined) return;
       d.formatDns(m);
       const again = d.decodeDns(d.encodeDns(m));
       if (again.tc === m.tc) expectEqual(foldNames(again), foldNames(m), 'decodeDns(encodeDns(m)), names without case');
@@ -120,5 +112,5 @@ export async function createTarget(): Promise<FuzzTarget> {
         d.decodeDns(wire);
       }
     },
-  };
+  });
 }

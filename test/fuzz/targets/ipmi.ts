@@ -14,10 +14,10 @@
 // RMCP+ packets, ASF) or to an equal value (Open Session, RAKP); a sealed message opens to its plaintext.
 import type * as IpmiCodec from '../../../src/protocols/ipmi/index.ts';
 import type { MetalboxError } from '../../../src/lib/errors.ts';
-import type { IpmiMessage, IpmiPacket, SessionSecrets } from '../../../src/protocols/ipmi/index.ts';
+import type { IpmiMessage, SessionSecrets } from '../../../src/protocols/ipmi/index.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
-import { corpus, expectDecodeError, expectEqual, golden, InvariantError, words } from './common.ts';
+import { codecTarget, decodeOrRefuse, expectEqual, golden, InvariantError, words } from './common.ts';
 
 type Ipmi = typeof IpmiCodec & { MetalboxError: typeof MetalboxError };
 
@@ -47,13 +47,7 @@ export async function createTarget(): Promise<FuzzTarget> {
   });
 
   /** A decoder's failure must be BMC_PROTOCOL with an offset in [0, length]. */
-  const guard = (what: string, length: number, fn: () => void): void => {
-    try {
-      fn();
-    } catch (err) {
-      expectDecodeError(err, m.MetalboxError, /^BMC_PROTOCOL$/, length, what);
-    }
-  };
+  const guard = (what: string, length: number, fn: () => void): void => { decodeOrRefuse(fn, m.MetalboxError, /^BMC_PROTOCOL$/, length, what); };
 
   const bodies: [string, (b: Buffer) => unknown][] = [
     ['Open Session Request', (b) => expectEqual(m.decodeOpenSessionRequest(m.encodeOpenSessionRequest(m.decodeOpenSessionRequest(b))), m.decodeOpenSessionRequest(b), 'Open Session Request round trip')],
@@ -101,13 +95,8 @@ export async function createTarget(): Promise<FuzzTarget> {
   }
 
   function datagram(buf: Buffer, options: { authCodeLength?: number }): void {
-    let p: IpmiPacket;
-    try {
-      p = m.decodeIpmiPacket(buf, options);
-    } catch (err) {
-      expectDecodeError(err, m.MetalboxError, /^BMC_PROTOCOL$/, buf.length, 'decodeIpmiPacket');
-      return;
-    }
+    const p = decodeOrRefuse(() => m.decodeIpmiPacket(buf, options), m.MetalboxError, /^BMC_PROTOCOL$/, buf.length, 'decodeIpmiPacket');
+    if (p === undefined) return;
     m.formatIpmi(p);
     switch (p.kind) {
       case 'asf': {
@@ -196,11 +185,10 @@ export async function createTarget(): Promise<FuzzTarget> {
   ];
   bodySeeds.forEach((b, i) => seeds.push(sel(4, Buffer.concat([Buffer.from([i]), b]))));
 
-  return {
-    name: 'ipmi',
-    counters: inst.counters,
-    layout: inst,
-    seeds: [...seeds, ...corpus('ipmi')],
+  // The golden captures went into `seeds` above, each behind a selector byte.
+  return codecTarget('ipmi', inst, {
+    seeds,
+    golden: false,
     dictionary: words([6, 0, 0xff, 7], [6, 0, 0xff, 6], [0, 0, 0x11, 0xbe], [0x80], [0x40], [0x06, 0xc0], [0x06, 0x00], [0x06, 0x10], [0x06, 0x12], [0x06, 0x13], [0x06, 0x15],
       [0x20, 0x18, 0xc8, 0x81], [0x81, 0x1c, 0x63, 0x20], [0xff, 0xff, 0x02, 0x07], [0x07], [0, 0, 0, 8], [1, 0, 0, 8], [2, 0, 0, 8], 'admin'),
     maxLen: 512,
@@ -240,5 +228,5 @@ export async function createTarget(): Promise<FuzzTarget> {
           datagram(rest, [{}, { authCodeLength: 12 }, { authCodeLength: 16 }, { authCodeLength: 20 }][input[0]! & 3]!);
       }
     },
-  };
+  });
 }

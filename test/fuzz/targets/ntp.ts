@@ -11,7 +11,7 @@ import type { NtpPacket } from '../../../src/protocols/ntp/index.ts';
 import type { ReplyHeader } from '../../../src/services/ntp/policy.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
-import { corpus, expectDecodeError, golden, InvariantError, words } from './common.ts';
+import { codecTarget, decodeOrRefuse, InvariantError, words } from './common.ts';
 
 type Ntp = typeof NtpCodec
   & Pick<typeof NtpPolicy, 'answer' | 'kiss'>
@@ -61,21 +61,13 @@ export async function createTarget(): Promise<FuzzTarget> {
     if (wire.length !== n.ntpLength(p)) throw new InvariantError(`${what}: ${wire.length} octets, ntpLength says ${n.ntpLength(p)}`);
     n.decodeNtp(wire);
   };
-  return {
-    name: 'ntp',
-    counters: inst.counters,
-    layout: inst,
-    seeds: [...golden('ntp'), ...seeds(), ...corpus('ntp')],
+  return codecTarget('ntp', inst, {
+    seeds: seeds(),
     dictionary: DICTIONARY,
     maxLen: 512,
     run(input) {
-      let p: NtpPacket;
-      try {
-        p = n.decodeNtp(input);
-      } catch (err) {
-        expectDecodeError(err, n.MetalboxError, /^NTP_/, input.length, 'decodeNtp');
-        return;
-      }
+      const p = decodeOrRefuse(() => n.decodeNtp(input), n.MetalboxError, /^NTP_/, input.length, 'decodeNtp');
+      if (p === undefined) return;
       n.formatNtp(p);
       n.kissCode(p);
       if (!n.encodeNtp(p).equals(input)) throw new InvariantError('encodeNtp(decodeNtp(x)) is not x');
@@ -83,5 +75,5 @@ export async function createTarget(): Promise<FuzzTarget> {
       if (reply !== undefined) roundTrip(reply, 'the reply');
       roundTrip(n.kiss(p, 'RATE'), 'a RATE kiss');
     },
-  };
+  });
 }

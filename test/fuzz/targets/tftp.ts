@@ -16,7 +16,7 @@ import type { TftpPacket } from '../../../src/protocols/tftp/index.ts';
 import type { NegotiationLimits } from '../../../src/services/tftp/negotiate.ts';
 import { loadInstrumented, reexport } from '../coverage.ts';
 import type { FuzzTarget } from '../engine.ts';
-import { corpus, expectDecodeError, expectEqual, golden, InvariantError, words } from './common.ts';
+import { codecTarget, decodeOrRefuse, expectEqual, InvariantError, words } from './common.ts';
 
 type Tftp = typeof TftpCodec
   & Pick<typeof TftpNegotiate, 'negotiate'>
@@ -55,21 +55,13 @@ export async function createTarget(): Promise<FuzzTarget> {
     + reexport('{ checkTftpPath }', 'src/services/tftp/sources.ts')
     + reexport('{ MetalboxError }', 'src/lib/errors.ts'));
   const t = inst.module;
-  return {
-    name: 'tftp',
-    counters: inst.counters,
-    layout: inst,
-    seeds: [...golden('tftp'), ...seeds(t), ...corpus('tftp')],
+  return codecTarget('tftp', inst, {
+    seeds: seeds(t),
     dictionary: DICTIONARY,
     maxLen: 1024,
     run(input) {
-      let p: TftpPacket;
-      try {
-        p = t.decodeTftp(input);
-      } catch (err) {
-        expectDecodeError(err, t.MetalboxError, /^TFTP_/, input.length, 'decodeTftp');
-        return;
-      }
+      const p = decodeOrRefuse(() => t.decodeTftp(input), t.MetalboxError, /^TFTP_/, input.length, 'decodeTftp');
+      if (p === undefined) return;
       t.formatTftp(p);
       expectEqual(t.decodeTftp(t.encodeTftp(p)), p, 'decodeTftp(encodeTftp(p))');
       if (p.op === 'DATA' && !t.fromNetascii(t.toNetascii(p.data)).equals(p.data)) throw new InvariantError('fromNetascii(toNetascii(x)) is not x');
@@ -94,5 +86,5 @@ export async function createTarget(): Promise<FuzzTarget> {
         }
       }
     },
-  };
+  });
 }
