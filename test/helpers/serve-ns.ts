@@ -1,7 +1,7 @@
 // `metalbox serve` (src/main.ts, from source) inside a lab namespace, for the rate-limit tests: started until
 // "metalbox ready", its log, /metrics (curl inside the namespace), its resident memory (/proc), and a stop.
 import { execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -24,6 +24,13 @@ export interface ServerLab {
   dir: string;
   srv: string;
   cl: string;
+  /** A TFTP root in `dir` holding hello.txt ("hello\n"). */
+  tftpRoot: string;
+  /**
+   * The config these tests start from: state in `dir`, HTTP and HTTPS on every address, p0, 10.77.0.0/24 with the
+   * dynamic range `range`, logs at info; then `extra` (YAML lines: the keys under test).
+   */
+  config(range: string, extra: string): string;
   /** Starts `metalbox serve` in srv with this config (and node flags); stopped, with the lab and `dir`, at the test's end. */
   serve(yaml: string, nodeArgs?: string[]): Promise<Served>;
 }
@@ -36,7 +43,21 @@ export function serverLab(t: Test, name: string): ServerLab {
   const srv = L.ns('srv');
   const cl = L.ns('cl');
   L.link({ ns: srv, ifname: 'p0', cidr: '10.77.0.1/24' }, { ns: cl, ifname: 'q0', cidr: '10.77.0.50/24' });
-  return { L, dir, srv, cl, serve: async (yaml, nodeArgs) => (held.served = await serveIn(L, srv, dir, yaml, nodeArgs)) };
+  const tftpRoot = join(dir, 'tftp');
+  mkdirSync(tftpRoot);
+  writeFileSync(join(tftpRoot, 'hello.txt'), 'hello\n');
+  const config = (range: string, extra: string) => `
+stateDir: ${join(dir, 'state')}
+http: { listen: "0.0.0.0:5240" }
+https: { listen: "0.0.0.0:5443" }
+interfaces: [p0]
+logLevel: info
+subnets:
+  - cidr: 10.77.0.0/24
+    dynamicRanges: ["${range}"]
+${extra.trim()}
+`;
+  return { L, dir, srv, cl, tftpRoot, config, serve: async (yaml, nodeArgs) => (held.served = await serveIn(L, srv, dir, yaml, nodeArgs)) };
 }
 
 /** A command in a namespace, without blocking the event loop: stdout + stderr. */

@@ -8,7 +8,6 @@
 //   ns srv: p0 10.77.0.1/24   metalbox serve, interfaces [p0]; 10.128.0.0/9 and 10.77.1.0/24 routed back via 10.77.0.50
 //   ns cl:  q0 10.77.0.50/24 + 10.77.1.1-250/32: the flooders (test/helpers/flood-peer.py)
 import t from 'tap';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { canBuildLab, sh } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
@@ -31,30 +30,19 @@ if (!lab.ok) {
   t.fail(`cannot build the lab: ${lab.why}`);
 } else {
   t.test('memory stays bounded under a flood from many sources', { timeout: 300_000 }, async (t) => {
-    const { L, dir, srv, cl, serve } = serverLab(t, 'mbfm');
+    const { L, srv, cl, tftpRoot, config, serve } = serverLab(t, 'mbfm');
     L.exec(srv, 'ip', ['route', 'add', '10.128.0.0/9', 'via', '10.77.0.50']);
     L.exec(srv, 'ip', ['route', 'add', '10.77.1.0/24', 'via', '10.77.0.50']);
     sh('ip', ['-n', cl, '-batch', '-'], { input: Array.from({ length: 250 }, (_, i) => `addr add 10.77.1.${i + 1}/32 dev q0`).join('\n') + '\n' });
-    const root = join(dir, 'tftp');
-    mkdirSync(root);
-    writeFileSync(join(root, 'hello.txt'), 'hello\n');
 
     const limit = `maxClients: ${MAX_CLIENTS}`;
-    const served = await serve(`
-stateDir: ${join(dir, 'state')}
-http: { listen: "0.0.0.0:5240" }
-https: { listen: "0.0.0.0:5443" }
-interfaces: [p0]
-logLevel: info
-subnets:
-  - cidr: 10.77.0.0/24
-    dynamicRanges: ["10.77.0.100-10.77.0.109"]
+    const served = await serve(config('10.77.0.100-10.77.0.109', `
 dhcp: { rateLimit: { ${limit} } }
-tftp: { root: ${root}, rateLimit: { ${limit} } }
+tftp: { root: ${tftpRoot}, rateLimit: { ${limit} } }
 dns: { rateLimit: { ${limit} } }
 ntp: { localStratum: 5, rateLimit: { ${limit} } }
 api: { rateLimit: { perSecond: 1, burst: 2, maxClients: 16 }, bootRateLimit: { perSecond: 1, burst: 2, maxClients: 16 } }
-`, [`--max-old-space-size=${HEAP_CAP_MIB}`]);
+`), [`--max-old-space-size=${HEAP_CAP_MIB}`]);
     await new Promise((r) => setTimeout(r, 2000)); // settle after start (JIT, first GCs)
     const start = served.memory();
     const heap = async () => ((await served.metrics()).get('metalbox_nodejs_heap_size_used_bytes') ?? NaN) / 1048576;

@@ -11,7 +11,7 @@
 //   ns srv: p0 10.77.0.1/24   metalbox serve (src/main.ts), interfaces [p0]
 //   ns cl:  q0 10.77.0.50/24  the clients
 import t from 'tap';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { canBuildLab } from '../helpers/netns.ts';
 import { ROOT } from '../helpers/process.ts';
@@ -24,27 +24,16 @@ if (!lab.ok) {
   t.fail(`cannot build the lab: ${lab.why}`);
 } else {
   t.test('rate limits with real clients', { timeout: 240_000 }, async (t) => {
-    const { dir, cl, serve } = serverLab(t, 'mbrl');
-    const root = join(dir, 'tftp');
-    mkdirSync(root);
-    writeFileSync(join(root, 'hello.txt'), 'hello\n');
+    const { dir, cl, tftpRoot, config, serve } = serverLab(t, 'mbrl');
 
     // Slow refill (one token every 5 s at most) so what the test sees does not depend on how fast it runs.
-    const served = await serve(`
-stateDir: ${join(dir, 'state')}
-http: { listen: "0.0.0.0:5240" }
-https: { listen: "0.0.0.0:5443" }
-interfaces: [p0]
-logLevel: info
-subnets:
-  - cidr: 10.77.0.0/24
-    dynamicRanges: ["10.77.0.100-10.77.0.199"]
+    const served = await serve(config('10.77.0.100-10.77.0.199', `
 dhcp: { rateLimit: { perSecond: 0.2, burst: 4 } }
-tftp: { root: ${root}, rateLimit: { perSecond: 0.2, burst: 3 } }
+tftp: { root: ${tftpRoot}, rateLimit: { perSecond: 0.2, burst: 3 } }
 dns: { rateLimit: { perSecond: 0.2, burst: 10, slip: 2 }, maxTcpConnectionsPerClient: 2 }
 ntp: { enabled: false }
 api: { rateLimit: { perSecond: 0.2, burst: 5 }, bootRateLimit: { perSecond: 0.2, burst: 3 } }
-`);
+`));
     const metric = async (name: string) => (await served.metrics()).get(name) ?? 0;
 
     // DNS: 40 at once from one address.
@@ -84,6 +73,9 @@ api: { rateLimit: { perSecond: 0.2, burst: 5 }, bootRateLimit: { perSecond: 0.2,
     t.equal(await metric('metalbox_dhcp_dropped_total{reason="rate-limited"}'), sameDropped, '20 clients behind one address: none dropped');
     t.equal(await metric('metalbox_dhcp_rate_limited_clients'), 21, '21 clients tracked');
     t.match(served.log(), /"mac":"52:54:00:99:00:01".*"msg":"DHCP client over its rate limit: its messages are dropped"/, 'the client logged by MAC');
+    // A real client under the same tight limit: busybox udhcpc's DISCOVER and REQUEST fit its burst, and it is leased.
+    const udhcpc = await runIn(cl, 'busybox', ['udhcpc', '-i', 'q0', '-n', '-q', '-f', '-t', '3', '-T', '1', '-s', '/bin/true']);
+    t.match(udhcpc, /lease of 10\.77\.0\.1\d\d obtained/, `udhcpc leased under the limit: ${udhcpc.trim().split('\n').pop()}`);
 
     // API: curl (the API over HTTPS; plain HTTP serves /boot, /healthz, /metrics and redirects the rest unlimited).
     const curl = async (path: string) => {
