@@ -164,11 +164,16 @@ t.test('(b)(c) serve answers /healthz; settings and instanceId survive restarts'
   // With the server running the CLI goes through its control socket (the server holds the store lock).
   const during = await run(box, ['settings', 'get', 'site.name']);
   t.equal(during.stdout.trim(), 'rack-7', `settings get while serving: ${during.stderr}`);
+  const threadsOf = (server: Server) => fs.readdirSync(`/proc/${server.child.pid}/task`).length;
+  const firstThreads = threadsOf(first);
   const firstExit = await stop(first);
   t.equal(firstExit.code, 0, `first serve exits 0 on SIGTERM\n${first.output()}`);
   t.match(peer?.received(), /READY=1[^]*STOPPING=1/, 'READY=1 then STOPPING=1 reached NOTIFY_SOCKET', { skip: peer === undefined && 'neither socat nor python3 is installed' });
 
-  const second = await serve(box, configFile, port);
+  // src/lib/threadpool.ts: 16 libuv pool threads, 12 more than with UV_THREADPOOL_SIZE=4 (libuv's default); an
+  // explicit size is kept.
+  const second = await serve(box, configFile, port, { UV_THREADPOOL_SIZE: '4' });
+  t.equal(firstThreads - threadsOf(second), 12, `16 pool threads: ${firstThreads} threads, ${threadsOf(second)} with UV_THREADPOOL_SIZE=4`);
   const v2 = { instanceId: (await run(box, ['settings', 'get', 'system.instanceId'])).stdout.trim() };
   t.equal(v2.instanceId, v1.instanceId, 'instanceId is the same after a restart');
   const secondExit = await stop(second);
