@@ -13,7 +13,6 @@ export interface EventBatcherOptions {
   maxPending: number;
   /** Told of events not recorded: over maxPending, or their batch failed (with the error). */
   onDropped: (count: number, err?: unknown) => void;
-  now?: () => number;
 }
 
 export class EventBatcher {
@@ -22,11 +21,8 @@ export class EventBatcher {
   private pending = 0;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
-  private readonly now: () => number;
 
-  constructor(private readonly opts: EventBatcherOptions) {
-    this.now = opts.now ?? Date.now;
-  }
+  constructor(private readonly opts: EventBatcherOptions) {}
 
   /** Events accepted and not yet written. */
   get size(): number {
@@ -68,10 +64,10 @@ export class EventBatcher {
     await this.flushing;
   }
 
-  /** For a stop: writes everything accepted, waiting up to `ms` for subjects still being looked up. */
+  /** For a stop: writes everything accepted, waiting up to `ms` (wall clock) for subjects still being looked up. */
   async drain(ms: number): Promise<void> {
-    const deadline = this.now() + ms;
-    while (this.pending > 0 && this.now() < deadline) {
+    const deadline = Date.now() + ms;
+    while (this.pending > 0 && Date.now() < deadline) {
       await this.flush();
       if (this.pending > 0) await new Promise((r) => setTimeout(r, 20));
     }

@@ -103,7 +103,7 @@ export class TftpService implements Service {
     this.limiter = new RateLimiter<string>(deps.config.tftp.rateLimit, { notifyIntervalS: 1 });
     this.m = createTftpMetrics(deps.metrics, () => this.active.size, () => this.limiter.size);
     this.timeline = new EventBatcher({
-      events: deps.events, flushMs: EVENT_FLUSH_MS, maxPending: MAX_PENDING_EVENTS, now: this.now,
+      events: deps.events, flushMs: EVENT_FLUSH_MS, maxPending: MAX_PENDING_EVENTS,
       onDropped: (count, err) => {
         this.m.eventsDropped.inc(count);
         if (err !== undefined) this.log('warn', 'event', { err: { code: isMetalboxError(err) ? err.code : undefined, message: (err as Error).message } }, 'tftp boot events not recorded');
