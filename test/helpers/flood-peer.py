@@ -23,6 +23,23 @@ import sys
 import time
 
 
+def flood(s, seconds, send_one):
+    """Calls send_one(i) for i = 0, 1, ... for `seconds` (the socket gets a 4 MiB send buffer); (sent, errors, i)."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sent = errors = 0
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        for _ in range(256):
+            try:
+                send_one(i)
+                sent += 1
+            except OSError:
+                errors += 1
+            i += 1
+    return sent, errors, i
+
+
 def out(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -107,43 +124,27 @@ def main(argv):
         kind, dest, seconds, base, count, heavy = argv[1], argv[2], float(argv[3]), argv[4], int(argv[5]), argv[6]
         port, payload = {"dns": (53, None), "ntp": (123, NTP_REQUEST), "tftp": (69, TFTP_RRQ)}[kind]
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sent = errors = 0
-        end = time.monotonic() + seconds
-        i = 0
-        while time.monotonic() < end:
-            for _ in range(256):
-                src = heavy if i % 2 else ip_add(base, (i // 2) % count)
-                body = payload if payload is not None else dns_query(i & 0xFFFF, "rack.internal", 6)
-                try:
-                    s.sendto(udp_packet(src, dest, 1024 + (i % 50000), port, body), (dest, 0))
-                    sent += 1
-                except OSError:
-                    errors += 1
-                i += 1
+
+        def spoofed(i):
+            src = heavy if i % 2 else ip_add(base, (i // 2) % count)
+            body = payload if payload is not None else dns_query(i & 0xFFFF, "rack.internal", 6)
+            s.sendto(udp_packet(src, dest, 1024 + (i % 50000), port, body), (dest, 0))
+        sent, errors, i = flood(s, seconds, spoofed)
         out({"sent": sent, "errors": errors, "sources": min(count, (i + 1) // 2) + 1})
     elif cmd == "dhcp-flood":
         dest, seconds, count = argv[1], float(argv[2]), int(argv[3])
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         abuser = dhcp_discover(b"\x52\x54\x00\xee\xee\xee", 1)
-        sent = errors = 0
-        end = time.monotonic() + seconds
-        i = 0
-        while time.monotonic() < end:
-            for _ in range(256):
-                if i % 2:
-                    p = abuser
-                else:
-                    n = (i // 2) % count
-                    mac = b"\x52\x54\x01" + struct.pack("!I", n)[1:]
-                    p = dhcp_discover(mac, n, b"\x01" + mac if n % 2 else None)
-                try:
-                    s.sendto(p, (dest, 67))
-                    sent += 1
-                except OSError:
-                    errors += 1
-                i += 1
+
+        def discover(i):
+            if i % 2:
+                p = abuser
+            else:
+                n = (i // 2) % count
+                mac = b"\x52\x54\x01" + struct.pack("!I", n)[1:]
+                p = dhcp_discover(mac, n, b"\x01" + mac if n % 2 else None)
+            s.sendto(p, (dest, 67))
+        sent, errors, i = flood(s, seconds, discover)
         out({"sent": sent, "errors": errors, "clients": min(count, (i + 1) // 2) + 1})
     elif cmd == "http":
         import http.client
